@@ -1,0 +1,137 @@
+"""Greedy and beam-search decoding, batched over images (and beams).
+
+Both return, per image, the words, the per-word log-probabilities (the <END> token's included as
+`end_log_prob` when the caption ended) and, for attention models, the per-word attention weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.models.base import CaptionModel
+
+
+@dataclass
+class Decoded:
+    """One image's caption: token ids without <START>/<END>, their log-probs, and attention maps (T, N)."""
+
+    token_ids: list[int]
+    words: list[str]
+    log_probs: list[float]
+    ended: bool                     # False when max_length cut the caption before <END>
+    end_log_prob: float | None
+    alphas: torch.Tensor | None
+
+    @property
+    def caption(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def score(self) -> float:
+        return sum(self.log_probs) + (self.end_log_prob or 0.0)
+
+
+def _reorder(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(s.index_select(0, index) for s in state)
+
+
+def _finish(ids: list[int], logps: list[float], alphas: torch.Tensor | None, end_idx: int,
+            vocab: Vocabulary) -> Decoded:
+    ended = end_idx in ids
+    n = ids.index(end_idx) if ended else len(ids)
+    return Decoded(ids[:n], [vocab.idx2word[i] for i in ids[:n]], logps[:n], ended,
+                   logps[n] if ended else None, None if alphas is None else alphas[:n])
+
+
+@torch.no_grad()
+def greedy(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20) -> list[Decoded]:
+    """Pick the most likely word at every step; batched over images."""
+    batch = features.size(0)
+    state = model.init_state(features)
+    tokens = torch.full((batch,), vocab.start_idx, dtype=torch.long, device=features.device)
+    ids, logps, alphas = [], [], []
+    done = torch.zeros(batch, dtype=torch.bool, device=features.device)
+    for _ in range(max_length):
+        logits, state, alpha = model.step(tokens, state)
+        log_probs = logits.float().log_softmax(-1)
+        logp, tokens = log_probs.max(-1)
+        ids.append(tokens)
+        logps.append(logp)
+        if alpha is not None:
+            alphas.append(alpha)
+        done |= tokens == vocab.end_idx
+        if done.all():
+            break
+    ids_t, logps_t = torch.stack(ids, 1).tolist(), torch.stack(logps, 1).tolist()
+    alphas_t = torch.stack(alphas, 1).float().cpu() if alphas else None
+    return [_finish(ids_t[b], logps_t[b], None if alphas_t is None else alphas_t[b], vocab.end_idx, vocab)
+            for b in range(batch)]
+
+
+@torch.no_grad()
+def beam_search(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, beam_size: int = 3,
+                max_length: int = 20, length_penalty: float = 0.0) -> list[Decoded]:
+    """Beam search over all images at once: (B images x K beams) rows advance in one decoder step.
+
+    Finished beams stay in the batch and can only be extended by <PAD> at zero cost, so shapes stay
+    fixed. The best finished (or, failing that, longest-lived) beam is chosen by
+    score / length**length_penalty (0 = raw log-probability, 1 = per-word average).
+    """
+    batch, k = features.size(0), beam_size
+    device = features.device
+    state = model.init_state(features.repeat_interleave(k, dim=0))
+    vocab_size = len(vocab)
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0                                    # all beams start identical: expand only the first
+    tokens = torch.full((batch * k,), vocab.start_idx, dtype=torch.long, device=device)
+    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch * k, device=device)
+    hist_ids = torch.empty(batch * k, 0, dtype=torch.long, device=device)
+    hist_logp = torch.empty(batch * k, 0, device=device)
+    hist_alpha = None
+    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)
+    for _ in range(max_length):
+        logits, state, alpha = model.step(tokens, state)
+        log_probs = logits.float().log_softmax(-1)
+        frozen = torch.full_like(log_probs, float("-inf"))
+        frozen[:, vocab.pad_idx] = 0.0
+        log_probs = torch.where(finished.unsqueeze(1), frozen, log_probs)
+        total = (scores.view(-1, 1) + log_probs).view(batch, k * vocab_size)
+        scores, flat = total.topk(k, dim=1)
+        origin = (flat // vocab_size + offsets).view(-1)
+        tokens = (flat % vocab_size).view(-1)
+        step_logp = log_probs[origin, tokens]
+        state = _reorder(state, origin)
+        finished = finished[origin]
+        lengths = lengths[origin] + (~finished).float()
+        hist_ids = torch.cat([hist_ids[origin], tokens.unsqueeze(1)], 1)
+        hist_logp = torch.cat([hist_logp[origin], step_logp.unsqueeze(1)], 1)
+        if alpha is not None:
+            step_alpha = alpha.float()[origin].unsqueeze(1)
+            hist_alpha = step_alpha if hist_alpha is None else torch.cat([hist_alpha[origin], step_alpha], 1)
+        finished = finished | (tokens == vocab.end_idx)
+        if finished.all():
+            break
+    normalised = scores.view(-1) / lengths.clamp(min=1) ** length_penalty
+    # Prefer beams that reached <END>; a caption cut at max_length only wins when none did.
+    normalised = torch.where(finished, normalised, normalised - 1e9).view(batch, k)
+    best = (normalised.argmax(1) + offsets.squeeze(1)).tolist()
+    ids, logps = hist_ids.tolist(), hist_logp.tolist()
+    alphas = None if hist_alpha is None else hist_alpha.cpu()
+    return [_finish(ids[r], logps[r], None if alphas is None else alphas[r], vocab.end_idx, vocab) for r in best]
+
+
+def decode(model: CaptionModel, images: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+           beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
+    """Caption a batch of image tensors: greedy when beam_size == 1, else beam search."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    with torch.no_grad():
+        features = model.encode(images)
+    if beam_size == 1:
+        return greedy(model, features, vocab, max_length)
+    return beam_search(model, features, vocab, beam_size, max_length, length_penalty)
