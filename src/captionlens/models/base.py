@@ -30,6 +30,7 @@ class CaptionModel(nn.Module):
 
     has_attention: bool = False
     config: dict
+    vocab: Vocabulary | None = None  # set by checkpoint loading, so callers need not pass it again
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)

@@ -72,6 +72,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = _load_legacy(path) if path.suffix in (".pth", ".pt") else _load_safetensors(path)
     ckpt.model.to(device).eval()
+    ckpt.model.vocab = ckpt.vocab  # so explain()/caption helpers need not be handed the vocabulary again
     return ckpt
 
 

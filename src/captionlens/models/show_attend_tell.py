@@ -46,11 +46,11 @@ class ShowAttendTellModel(CaptionModel):
 
     def __init__(self, vocab_size: int, embed_size: int = 256, hidden_size: int = 512, attention_dim: int = 256,
                  backbone: str = "resnet50", grid_size: int | None = 7, pretrained: bool = False,
-                 dropout: float = 0.3) -> None:
+                 dropout: float = 0.3, image_size: int = 224) -> None:
         super().__init__()
         self.config = {"architecture": "show-attend-tell", "vocab_size": vocab_size, "embed_size": embed_size,
                        "hidden_size": hidden_size, "attention_dim": attention_dim, "backbone": backbone,
-                       "grid_size": grid_size, "dropout": dropout}
+                       "grid_size": grid_size, "dropout": dropout, "image_size": image_size}
         self.encoder = SpatialEncoder(backbone, grid_size, pretrained)
         self.decoder = AttentionDecoder(self.encoder.channels, embed_size, hidden_size, vocab_size,
                                         attention_dim, dropout)

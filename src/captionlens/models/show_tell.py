@@ -31,11 +31,12 @@ class CNNLSTMModel(CaptionModel):
     """ResNet (or tiny CNN) encoder + LSTM decoder, "Show and Tell"."""
 
     def __init__(self, vocab_size: int, embed_size: int = 256, hidden_size: int = 512, num_layers: int = 1,
-                 backbone: str = "resnet50", pretrained: bool = False, dropout: float = 0.3) -> None:
+                 backbone: str = "resnet50", pretrained: bool = False, dropout: float = 0.3,
+                 image_size: int = 224) -> None:
         super().__init__()
         self.config = {"architecture": "show-tell", "vocab_size": vocab_size, "embed_size": embed_size,
                        "hidden_size": hidden_size, "num_layers": num_layers, "backbone": backbone,
-                       "dropout": dropout}
+                       "dropout": dropout, "image_size": image_size}
         self.encoder = EncoderCNN(embed_size, backbone, pretrained)
         self.decoder = DecoderRNN(embed_size, hidden_size, vocab_size, num_layers, dropout)
 

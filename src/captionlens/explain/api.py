@@ -1,0 +1,170 @@
+"""`explain()`: per-word maps for the caption a model produces (or a given caption), any methods at once."""
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from captionlens.data.images import load_image, make_transform
+from captionlens.data.vocabulary import Vocabulary, tokenize
+from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.explain.scoring import Score, caption_tensor, scores_from_features
+from captionlens.models.base import CaptionModel
+from captionlens.models.decoding import decode
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+@dataclass
+class ExplainContext:
+    """Everything a method needs for one image and one caption."""
+
+    model: CaptionModel
+    vocab: Vocabulary
+    image: np.ndarray             # (H, W, 3) uint8 original
+    image_tensor: torch.Tensor    # (1, 3, S, S) normalised model input, on the model's device
+    captions: torch.Tensor        # (1, T + 2) <START> words <END>
+    token_ids: list[int]
+    score: Score = "log_prob"
+    target_layer: str | int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_words(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+MethodFn = Callable[..., MethodMaps]
+METHODS: dict[str, MethodFn] = {}
+
+
+def register(name: str) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: make `fn(ctx, **settings) -> MethodMaps` available as `methods=(name, ...)`."""
+    def wrap(fn: MethodFn) -> MethodFn:
+        METHODS[name] = fn
+        return fn
+    return wrap
+
+
+def _as_pil(image: ImageLike) -> tuple[Image.Image, str | None]:
+    if isinstance(image, (str, Path)):
+        return load_image(image), str(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        return Image.fromarray(image), None
+    if isinstance(image, Image.Image):
+        return image.convert("RGB"), None
+    raise TypeError(f"image must be a path, PIL image or (H, W, 3) uint8 array, got {type(image).__name__}")
+
+
+def _resolve_vocab(model: CaptionModel, vocab: Vocabulary | None) -> Vocabulary:
+    vocab = vocab or model.vocab
+    if vocab is None:
+        raise ValueError("no vocabulary: pass vocab=..., or load the model with captionlens.load()")
+    return vocab
+
+
+def _given_caption_ids(caption: str, vocab: Vocabulary) -> list[int]:
+    tokens = tokenize(caption)
+    if not tokens:
+        raise ValueError(f"caption {caption!r} has no words")
+    unknown = [t for t in tokens if t not in vocab]
+    if unknown:
+        warnings.warn(f"caption words not in the vocabulary, explained as <UNK>: {', '.join(unknown)}",
+                      stacklevel=3)
+    return vocab.encode(tokens, add_special=False)
+
+
+def explain(model: CaptionModel, image: ImageLike, methods: Sequence[str] = ("gradcam",),
+            caption: str | None = None, vocab: Vocabulary | None = None, beam_size: int = 3,
+            max_length: int = 20, score: Score = "log_prob", target_layer: str | int | None = None,
+            image_size: int | None = None, settings: dict[str, dict[str, Any]] | None = None) -> CaptionExplanation:
+    """Explain every word of one caption of one image with each of `methods`.
+
+    With `caption=None` the explained caption is the one the model produces with these decoding
+    settings (beam search when beam_size > 1); with a string, that caption is teacher-forced.
+    `settings` maps a method name to its keyword arguments, e.g. {"lime": {"num_samples": 500}}.
+    """
+    return explain_batch(model, [image], methods, None if caption is None else [caption], vocab, beam_size,
+                         max_length, score, target_layer, image_size, settings)[0]
+
+
+def explain_batch(model: CaptionModel, images: Sequence[ImageLike], methods: Sequence[str] = ("gradcam",),
+                  captions: Sequence[str] | None = None, vocab: Vocabulary | None = None, beam_size: int = 3,
+                  max_length: int = 20, score: Score = "log_prob", target_layer: str | int | None = None,
+                  image_size: int | None = None,
+                  settings: dict[str, dict[str, Any]] | None = None) -> list[CaptionExplanation]:
+    """`explain` for many images: captions are decoded in one batch, then each method runs per image."""
+    _import_methods()
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    if captions is not None and len(captions) != len(images):
+        raise ValueError(f"{len(captions)} captions given for {len(images)} images")
+    vocab = _resolve_vocab(model, vocab)
+    device = next(model.parameters()).device
+    transform = make_transform(image_size or model.config.get("image_size", 224))
+    loaded = [_as_pil(img) for img in images]
+    tensors = torch.stack([transform(pil) for pil, _ in loaded]).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        if captions is None:
+            decoded = decode(model, tensors, vocab, max_length=max_length, beam_size=beam_size)
+            id_lists = [d.token_ids for d in decoded]
+            decoding = {"beam_size": beam_size, "max_length": max_length, "source": "generated"}
+        else:
+            id_lists = [_given_caption_ids(c, vocab) for c in captions]
+            decoding = {"source": "given"}
+        results = []
+        for (pil, path), tensor, ids in zip(loaded, tensors, id_lists):
+            results.append(_explain_one(model, vocab, np.asarray(pil), tensor.unsqueeze(0), ids, methods,
+                                        score, target_layer, settings or {}, decoding, path))
+        return results
+    finally:
+        model.train(was_training)
+
+
+def _explain_one(model: CaptionModel, vocab: Vocabulary, image: np.ndarray, tensor: torch.Tensor,
+                 ids: list[int], methods: Sequence[str], score: Score, target_layer: str | int | None,
+                 settings: dict[str, dict[str, Any]], decoding: dict[str, Any], path: str | None) -> CaptionExplanation:
+    captions = caption_tensor(ids, vocab, tensor.device)
+    with torch.no_grad():
+        log_probs = scores_from_features(model, model.encode(tensor), captions, "log_prob")[0].cpu().numpy()
+    ctx = ExplainContext(model, vocab, image, tensor, captions, ids, score, target_layer)
+    result = CaptionExplanation(image=image, tokens=[vocab.idx2word[i] for i in ids], token_ids=list(ids),
+                                log_probs=log_probs, source=decoding["source"],
+                                decoding={**decoding, "score": score, "target_layer": target_layer},
+                                image_path=path)
+    if not ids:
+        return result
+    for name in methods:
+        start = time.perf_counter()
+        maps = METHODS[name](ctx, **settings.get(name, {}))
+        maps.seconds = time.perf_counter() - start
+        result.methods[name] = maps
+    return result
+
+
+def _import_methods() -> None:
+    """Import the method modules so that their @register decorators run."""
+    import importlib
+
+    for module in ("gradcam", "attention", "lime", "occlusion"):
+        try:
+            importlib.import_module(f"captionlens.explain.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"captionlens.explain.{module}":
+                raise

@@ -1,0 +1,89 @@
+"""The score every method explains, and the split of a model at its target layer.
+
+The score of word t is log p(word_t | image, words_<t) under teacher forcing (option: the raw logit),
+so one decoder pass over a batch of images scores every word of the caption at once.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.models.base import CaptionModel
+
+Score = Literal["log_prob", "logit"]
+
+
+def caption_tensor(token_ids: Sequence[int], vocab: Vocabulary, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, T + 2) `<START> w1 .. wT <END>` for a caption's word ids."""
+    return torch.tensor([[vocab.start_idx, *token_ids, vocab.end_idx]], dtype=torch.long, device=device)
+
+
+def scores_from_features(model: CaptionModel, features: torch.Tensor, captions: torch.Tensor,
+                         score: Score = "log_prob") -> torch.Tensor:
+    """(N, T) score of each of the T words (the <END> position excluded) for N feature rows.
+
+    `captions` is (1, T + 2) or (N, T + 2); a single caption is broadcast over the batch.
+    """
+    if captions.size(0) != features.size(0):
+        captions = captions.expand(features.size(0), -1)
+    logits, _ = model.teacher_forced(features, captions)
+    logits = logits.float()
+    if score == "log_prob":
+        logits = logits.log_softmax(-1)
+    elif score != "logit":
+        raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
+    return logits.gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
+
+
+@torch.no_grad()
+def batched_word_scores(model: CaptionModel, images: torch.Tensor, captions: torch.Tensor,
+                        score: Score = "log_prob", batch_size: int = 64) -> torch.Tensor:
+    """Scores (N, T) of every word for N (perturbed) images, in chunks of `batch_size` forward passes."""
+    chunks = [scores_from_features(model, model.encode(chunk), captions, score)
+              for chunk in images.split(batch_size)]
+    return torch.cat(chunks)
+
+
+class LayerSplit(nn.Module):
+    """A model cut at a conv-trunk layer: `lower` maps images to that layer's activations,
+    `upper` maps activations to the decoder's features, so a gradient never goes below the layer."""
+
+    def __init__(self, model: CaptionModel, layer: str | int | None = None) -> None:
+        super().__init__()
+        trunk = model.encoder.resnet
+        self.index = resolve_layer(trunk, layer)
+        self.name = list(dict(trunk.named_children()))[self.index]
+        self.lower = trunk[: self.index + 1]
+        self._rest = trunk[self.index + 1:]
+        self._head: Callable[[torch.Tensor], torch.Tensor] = model.encoder.head
+        self.module = trunk[self.index]
+
+    def upper(self, activations: torch.Tensor) -> torch.Tensor:
+        return self._head(self._rest(activations))
+
+
+def resolve_layer(trunk: nn.Sequential, layer: str | int | None) -> int:
+    """Index in `encoder.resnet` of a layer given by name ("layer4", "encoder.resnet.layer4"), index
+    (-2, "7") or None (the last conv block, the seed notebook's `encoder.resnet[-2]`)."""
+    names = list(dict(trunk.named_children()))
+    if layer is None:
+        return len(names) - 2
+    if isinstance(layer, str):
+        key = layer.removeprefix("encoder.").removeprefix("resnet.")
+        if key in names:
+            return names.index(key)
+        try:
+            layer = int(key)
+        except ValueError:
+            raise ValueError(f"unknown target layer {layer!r}; choose one of {names[:-1]} "
+                             "(children of encoder.resnet) or an index") from None
+    if not -len(names) <= layer < len(names):
+        raise ValueError(f"target layer index {layer} out of range for encoder.resnet with {len(names)} children")
+    index = layer % len(names)
+    if index == len(names) - 1:
+        raise ValueError(f"target layer {names[index]!r} is the encoder's pooling, not a conv layer")
+    return index
