@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,9 @@ from PIL import Image
 from captionlens.data.images import load_image, make_transform
 from captionlens.data.vocabulary import Vocabulary, tokenize
 from captionlens.explain.result import CaptionExplanation, MethodMaps
-from captionlens.explain.scoring import Score, caption_tensor, scores_from_features
+from captionlens.explain.scoring import LayerSplit, Score, caption_tensor, scores_from_features
 from captionlens.models.base import CaptionModel
-from captionlens.models.decoding import decode
+from captionlens.models.decoding import decode_features
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -32,9 +32,9 @@ class ExplainContext:
     image_tensor: torch.Tensor    # (1, 3, S, S) normalised model input, on the model's device
     captions: torch.Tensor        # (1, T + 2) <START> words <END>
     token_ids: list[int]
+    split: LayerSplit             # the model cut at the target layer
+    activations: torch.Tensor     # (1, C, h, w) target-layer activations of image_tensor, no grad
     score: Score = "log_prob"
-    target_layer: str | int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_words(self) -> int:
@@ -106,7 +106,9 @@ def explain_batch(model: CaptionModel, images: Sequence[ImageLike], methods: Seq
                   max_length: int = 20, score: Score = "log_prob", target_layer: str | int | None = None,
                   image_size: int | None = None,
                   settings: dict[str, dict[str, Any]] | None = None) -> list[CaptionExplanation]:
-    """`explain` for many images: captions are decoded in one batch, then each method runs per image."""
+    """`explain` for many images: the encoder runs once per image (its target-layer activations are
+    reused by decoding, scoring and the gradient methods), captions are decoded in one batch, then
+    each method runs per image."""
     _import_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -120,33 +122,36 @@ def explain_batch(model: CaptionModel, images: Sequence[ImageLike], methods: Seq
     tensors = torch.stack([transform(pil) for pil, _ in loaded]).to(device)
     was_training = model.training
     model.eval()
+    split = LayerSplit(model, target_layer)
     try:
+        with torch.no_grad():
+            activations = split.lower(tensors)
+            features = split.upper(activations)
         if captions is None:
-            decoded = decode(model, tensors, vocab, max_length=max_length, beam_size=beam_size)
+            decoded = decode_features(model, features, vocab, max_length=max_length, beam_size=beam_size)
             id_lists = [d.token_ids for d in decoded]
             decoding = {"beam_size": beam_size, "max_length": max_length, "source": "generated"}
         else:
             id_lists = [_given_caption_ids(c, vocab) for c in captions]
             decoding = {"source": "given"}
+        decoding.update(score=score, target_layer=split.name)
         results = []
-        for (pil, path), tensor, ids in zip(loaded, tensors, id_lists):
-            results.append(_explain_one(model, vocab, np.asarray(pil), tensor.unsqueeze(0), ids, methods,
-                                        score, target_layer, settings or {}, decoding, path))
+        for i, ((pil, path), ids) in enumerate(zip(loaded, id_lists)):
+            ctx = ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1],
+                                 caption_tensor(ids, vocab, device), list(ids), split, activations[i:i + 1], score)
+            results.append(_explain_one(ctx, features[i:i + 1], methods, settings or {}, decoding, path))
         return results
     finally:
         model.train(was_training)
 
 
-def _explain_one(model: CaptionModel, vocab: Vocabulary, image: np.ndarray, tensor: torch.Tensor,
-                 ids: list[int], methods: Sequence[str], score: Score, target_layer: str | int | None,
+def _explain_one(ctx: ExplainContext, features: torch.Tensor, methods: Sequence[str],
                  settings: dict[str, dict[str, Any]], decoding: dict[str, Any], path: str | None) -> CaptionExplanation:
-    captions = caption_tensor(ids, vocab, tensor.device)
+    ids = ctx.token_ids
     with torch.no_grad():
-        log_probs = scores_from_features(model, model.encode(tensor), captions, "log_prob")[0].cpu().numpy()
-    ctx = ExplainContext(model, vocab, image, tensor, captions, ids, score, target_layer)
-    result = CaptionExplanation(image=image, tokens=[vocab.idx2word[i] for i in ids], token_ids=list(ids),
-                                log_probs=log_probs, source=decoding["source"],
-                                decoding={**decoding, "score": score, "target_layer": target_layer},
+        log_probs = scores_from_features(ctx.model, features, ctx.captions, "log_prob")[0].cpu().numpy()
+    result = CaptionExplanation(image=ctx.image, tokens=[ctx.vocab.idx2word[i] for i in ids], token_ids=list(ids),
+                                log_probs=log_probs, source=decoding["source"], decoding=dict(decoding),
                                 image_path=path)
     if not ids:
         return result

@@ -123,15 +123,21 @@ def beam_search(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, 
     return [_finish(ids[r], logps[r], None if alphas is None else alphas[r], vocab.end_idx, vocab) for r in best]
 
 
-def decode(model: CaptionModel, images: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
-           beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
-    """Caption a batch of image tensors: greedy when beam_size == 1, else beam search."""
+def decode_features(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+                    beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
+    """Caption encoded images: greedy when beam_size == 1, else beam search."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
-    with torch.no_grad():
-        features = model.encode(images)
     if beam_size == 1:
         return greedy(model, features, vocab, max_length)
     return beam_search(model, features, vocab, beam_size, max_length, length_penalty)
+
+
+def decode(model: CaptionModel, images: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+           beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
+    """Caption a batch of image tensors (B, 3, H, W)."""
+    with torch.no_grad():
+        features = model.encode(images)
+    return decode_features(model, features, vocab, max_length, beam_size, length_penalty)
