@@ -1,0 +1,80 @@
+"""Attention maps: the decoder's own alphas (checked against greedy decoding and a step-by-step loop)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from captionlens.data.images import make_transform
+from captionlens.explain.api import explain
+from captionlens.models import ShowAttendTellModel, greedy
+
+
+def encode(model, image):
+    with torch.no_grad():
+        return model.encode(make_transform(64)(Image.fromarray(image)).unsqueeze(0))
+
+
+def test_alphas_sum_to_one_on_the_grid(attention_model, image, caption):
+    maps = explain(attention_model, image, methods=("attention",), caption=caption)["attention"]
+    n_words = len(caption.split())
+    assert maps.raw.shape == (n_words, 4, 4)
+    assert maps.maps.shape == (n_words, 64, 80)
+    np.testing.assert_allclose(maps.raw.sum((1, 2)), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(maps.extras["alphas"], maps.raw.reshape(n_words, 16))
+
+
+def test_alphas_equal_greedy_decoding(attention_model, image):
+    decoded = greedy(attention_model, encode(attention_model, image), attention_model.vocab, max_length=8)[0]
+    result = explain(attention_model, image, methods=("attention",), beam_size=1, max_length=8)
+    assert result.token_ids == decoded.token_ids and decoded.token_ids
+    np.testing.assert_allclose(result["attention"].extras["alphas"], decoded.alphas.numpy(), atol=1e-6)
+
+
+def test_alphas_equal_a_hand_rolled_step_loop(attention_model, vocab, image, caption):
+    ids = vocab.encode(caption, add_special=False)
+    state = attention_model.init_state(encode(attention_model, image))
+    expected = []
+    with torch.no_grad():
+        for token in [vocab.start_idx, *ids[:-1]]:
+            _, state, alpha = attention_model.step(torch.tensor([token]), state)
+            expected.append(alpha[0].numpy())
+    alphas = explain(attention_model, image, methods=("attention",), caption=caption)["attention"].extras["alphas"]
+    np.testing.assert_allclose(alphas, np.stack(expected), atol=1e-6)
+
+
+def test_native_grid_when_grid_size_is_none(vocab, image, caption):
+    torch.manual_seed(2)
+    model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=16, attention_dim=8, backbone="tiny",
+                                grid_size=None, image_size=64).eval()
+    maps = explain(model, image, methods=("attention",), caption=caption, vocab=vocab)["attention"]
+    assert maps.raw.shape == (len(caption.split()), 8, 8)  # the tiny trunk's stride 8 at 64 px
+    assert maps.settings["grid"] == [8, 8]
+    np.testing.assert_allclose(maps.raw.sum((1, 2)), 1.0, atol=1e-6)
+
+
+def test_smoothing(attention_model, image, caption):
+    plain = explain(attention_model, image, methods=("attention",), caption=caption,
+                    settings={"attention": {"sigma": 0}})["attention"]
+    bilinear = F.interpolate(torch.from_numpy(plain.raw)[:, None], size=(64, 80), mode="bilinear",
+                             align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(plain.maps, bilinear, atol=1e-7)
+    smooth = explain(attention_model, image, methods=("attention",), caption=caption)["attention"]
+    assert smooth.settings["sigma"] == 0.5
+    np.testing.assert_array_equal(smooth.raw, plain.raw)
+    assert (smooth.maps >= 0).all()
+    variation = lambda m: np.abs(np.diff(m, axis=1)).sum() + np.abs(np.diff(m, axis=2)).sum()  # noqa: E731
+    assert variation(smooth.maps) < variation(plain.maps)
+    np.testing.assert_allclose(smooth.maps.mean((1, 2)), plain.maps.mean((1, 2)), rtol=0.05)
+
+
+def test_negative_sigma_is_refused(attention_model, image, caption):
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        explain(attention_model, image, methods=("attention",), caption=caption, settings={"attention": {"sigma": -1}})
+
+
+def test_show_tell_has_no_attention(show_tell_model, image, caption):
+    with pytest.raises(ValueError, match=r"^'attention' needs a Show-Attend-Tell model; CNNLSTMModel has no attention$"):
+        explain(show_tell_model, image, methods=("attention",), caption=caption)
