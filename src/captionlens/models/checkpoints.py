@@ -107,9 +107,8 @@ def _load_legacy(path: Path) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
         raise CheckpointError(f"{path}: refused to unpickle (weights_only=True allows tensors and plain "
-                              f"containers only): {first}") from None
+                              f"containers only): {_unpickler_reason(exc)}") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({exc})") from None
     if not isinstance(data, dict):
@@ -117,9 +116,21 @@ def _load_legacy(path: Path) -> Checkpoint:
     state = data.get("model_state_dict", data.get("state_dict", data))
     state = {_rename_legacy_key(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     vocab = _legacy_vocab(path, data.get("vocab"))
-    config = data.get("config") or infer_config(state)
+    try:
+        config = data.get("config") or infer_config(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     metrics = {"loss": float(data["loss"])} if isinstance(data.get("loss"), (int, float, torch.Tensor)) else {}
     return _assemble(path, config, vocab, state, int(data.get("epoch", 0)), metrics)
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """The sentence of torch's multi-paragraph refusal that names the forbidden global ("... GLOBAL
+    posix.system ..."); torch's own first line advises weights_only=False, which we never want to echo."""
+    for line in str(exc).splitlines():
+        if "GLOBAL" in line:
+            return line.partition("WeightsUnpickler error:")[2].strip().split(". ")[0] or line.strip().rstrip(".")
+    return "unsafe pickle"
 
 
 def _rename_legacy_key(key: str) -> str:
