@@ -1,0 +1,111 @@
+"""Heatmap -> colour: normalisation, colormaps and alpha blending shared by the figures and the HTML report.
+
+Non-negative maps (Grad-CAM, Grad-CAM++, attention) are min-max scaled to [0, 1] like
+`explain.maps.normalize_maps`; signed maps (LIME, occlusion) are divided by their largest |value|, so
+0 stays at the centre of a diverging colormap and the limits are symmetric.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from captionlens.explain.maps import normalize_maps
+from captionlens.explain.result import CaptionExplanation
+
+METHOD_ORDER = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
+SIGNED_METHODS = frozenset({"lime", "occlusion"})
+DEFAULT_CMAP = "jet"
+SIGNED_CMAP = "RdBu_r"
+
+
+def ordered_methods(names: Iterable[str]) -> list[str]:
+    """Method names in the project's canonical order; unknown names follow, alphabetically."""
+    names = list(names)
+    return [m for m in METHOD_ORDER if m in names] + sorted(m for m in names if m not in METHOD_ORDER)
+
+
+def is_signed(method: str, maps: np.ndarray) -> bool:
+    """Whether a method's maps carry a sign (LIME, occlusion, or any map with negative values)."""
+    return method in SIGNED_METHODS or bool(np.any(np.asarray(maps) < 0))
+
+
+def method_maps(expl: CaptionExplanation, method: str) -> np.ndarray:
+    """The (T, h, w) float32 maps of `method`, checked against the caption's word count."""
+    maps = np.asarray(expl[method].maps, dtype=np.float32)
+    if maps.ndim != 3 or maps.shape[0] != len(expl.tokens):
+        raise ValueError(f"'{method}' maps have shape {maps.shape}; expected ({len(expl.tokens)}, H, W), "
+                         "one map per word")
+    return maps
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Return `image` if it is (H, W, 3) uint8, else raise one clear ValueError."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    return image
+
+
+def resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) -> (H, W) float32 by bilinear resampling (PIL, antialiased when shrinking); no-op when equal."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D (h, w), got shape {heatmap.shape}")
+    if heatmap.shape == tuple(size):
+        return heatmap
+    resized = Image.fromarray(heatmap, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def peak_normalize(maps: np.ndarray) -> np.ndarray:
+    """Divide each map of a (T, H, W) stack by its largest |value| (all-zero map -> zeros), keeping 0 at 0."""
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = np.abs(maps).reshape(maps.shape[0], -1).max(1).reshape(-1, 1, 1)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 1e-12)
+
+
+def unit_scale(maps: np.ndarray, signed: bool, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A (T, H, W) stack -> (colormap position in [0, 1], heat strength in [0, 1]), per map.
+
+    Unsigned: position = min-max scaled value (constant map -> 0), strength = position.
+    Signed: x = value / max|value| in [-1, 1] (all-zero map -> 0), position = (x + 1) / 2, strength = |x|.
+    With normalize=False the input is taken as already scaled ([0, 1], or [-1, 1] when signed) and clipped.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if not signed:
+        unit = normalize_maps(maps) if normalize else np.clip(maps, 0.0, 1.0)
+        return unit, unit
+    scaled = peak_normalize(maps) if normalize else np.clip(maps, -1.0, 1.0)
+    return (scaled + 1.0) / 2.0, np.abs(scaled)
+
+
+def colorize(unit: np.ndarray, cmap: str) -> np.ndarray:
+    """Colormap positions in [0, 1] -> RGB floats in [0, 1] (alpha channel dropped)."""
+    return colormaps[cmap](unit)[..., :3].astype(np.float32)
+
+
+def colormap_lut(cmap: str, n: int = 256) -> np.ndarray:
+    """(n, 3) uint8 lookup table of a matplotlib colormap, used by the browser to colour heatmaps."""
+    return np.rint(colorize(np.linspace(0.0, 1.0, n), cmap) * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, cmap: str | None = None, alpha: float = 0.45,
+            normalize: bool = True, signed: bool = False, alpha_by_heat: bool = False) -> np.ndarray:
+    """Blend a coloured heatmap onto an image: out = (1 - a) * image + a * colour, as (H, W, 3) uint8.
+
+    The heatmap is resized to the image's resolution first. `cmap` defaults to "jet", or "RdBu_r"
+    (centred on 0, symmetric limits) when `signed`. With `alpha_by_heat`, a = alpha * strength per
+    pixel, so cold regions show the untouched photo; otherwise a = alpha everywhere.
+    """
+    image = check_image(image)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    heat = resize_map(heatmap, image.shape[:2])
+    unit, strength = unit_scale(heat[None], signed, normalize)
+    colour = colorize(unit[0], cmap or (SIGNED_CMAP if signed else DEFAULT_CMAP)) * 255.0
+    weight = (alpha * strength[0] if alpha_by_heat else np.full(heat.shape, alpha, np.float32))[..., None]
+    blended = (1.0 - weight) * image.astype(np.float32) + weight * colour
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

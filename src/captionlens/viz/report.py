@@ -1,0 +1,176 @@
+"""`write_report`: a self-contained interactive HTML page (no server, no network) for many explanations.
+
+Layout of `out_dir`:
+    index.html                 page, inline CSS/JS, entry metadata as <script type="application/json">
+    assets/<stem>/image.jpg    the photo (longer side <= max_image_size)
+    assets/<stem>/thumb.jpg    gallery thumbnail (only when the photo is larger than thumb_size)
+    assets/<stem>/heat.js      heatmaps, loaded when the image is opened
+
+Heatmaps are not pre-blended: for each method, all words' maps are normalised (min-max, or
+value / max|value| for signed methods, so 0 sits at 128), shrunk to <= heat_size px and stacked into one
+small grayscale PNG; the browser colours them with the same matplotlib colormaps (as lookup tables) and
+blends them over the photo with a <canvas> and an opacity slider. That keeps 1000 images small and the
+page fast: the gallery is plain lazy-loaded thumbnails, and an image's words, heatmaps and controls are
+built only when it is opened. heat.js wraps the PNGs as data: URLs in a script so the canvas stays
+readable when index.html is opened from file:// (images loaded from file:// would taint it).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from captionlens.explain.result import CaptionExplanation
+from captionlens.viz.overlay import (DEFAULT_CMAP, SIGNED_CMAP, check_image, colormap_lut, is_signed, method_maps,
+                                     ordered_methods, resize_map, unit_scale)
+
+ASSETS = "assets"
+
+
+def write_report(explanations: Sequence[CaptionExplanation], out_dir: str | Path,
+                 image_names: Sequence[str] | None = None, title: str = "captionlens: what the captioner looked at",
+                 heat_size: int = 64, thumb_size: int = 200, max_image_size: int = 800) -> Path:
+    """Write the report into `out_dir` and return the path of its index.html.
+
+    Everything is first written into a temporary folder inside `out_dir`, then moved into place with
+    renames (index.html last), so an interrupted run never leaves a half-written page; an earlier
+    report's `assets/` in `out_dir` is replaced.
+    """
+    explanations = list(explanations)
+    if not explanations:
+        raise ValueError("write_report needs at least one explanation")
+    if image_names is not None and len(image_names) != len(explanations):
+        raise ValueError(f"{len(image_names)} image_names given for {len(explanations)} explanations")
+    if image_names is None:
+        names = [Path(e.image_path).name if e.image_path else f"image {i + 1}" for i, e in enumerate(explanations)]
+    else:
+        names = [str(n) for n in image_names]
+    sizes = _Sizes(heat=heat_size, thumb=thumb_size, image=max_image_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out_dir))
+    try:
+        written = [_write_entry(i, expl, name, stem, build / ASSETS / stem, sizes)
+                   for i, (expl, name, stem) in enumerate(zip(explanations, names, _unique_stems(names)))]
+        (build / "index.html").write_text(_page(title, written), encoding="utf-8")
+        if (out_dir / ASSETS).exists():
+            os.rename(out_dir / ASSETS, build / "previous-assets")
+        os.rename(build / ASSETS, out_dir / ASSETS)
+        os.replace(build / "index.html", out_dir / "index.html")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return out_dir / "index.html"
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """Longest side, in pixels, of the stored heatmaps, thumbnails and photos."""
+
+    heat: int
+    thumb: int
+    image: int
+
+
+def _unique_stems(names: Sequence[str]) -> list[str]:
+    """File-system-safe, case-insensitively unique folder names derived from the image names."""
+    stems, seen = [], set()
+    for index, name in enumerate(names):
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:60] or "image"
+        if stem.lower() in seen:
+            stem = f"{stem}-{index}"
+        seen.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def _write_entry(index: int, expl: CaptionExplanation, name: str, stem: str, folder: Path,
+                 sizes: _Sizes) -> tuple[dict[str, Any], str]:
+    """Write one image's assets; return its entry for the page's JSON and its gallery card's HTML.
+
+    The browser finds the files by convention: assets/<stem>/image.jpg and assets/<stem>/heat.js.
+    """
+    try:
+        image = check_image(expl.image)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    folder.mkdir(parents=True)
+    photo = Image.fromarray(image)
+    _save_jpeg(photo, sizes.image, folder / "image.jpg")
+    thumb = "image.jpg"
+    if max(photo.size) > sizes.thumb:
+        thumb = "thumb.jpg"
+        _save_jpeg(photo, sizes.thumb, folder / thumb)
+    heat_hw = _fit(image.shape[:2], sizes.heat)
+    methods = ordered_methods(expl.methods) if expl.tokens else []
+    sprites, signed = {}, []
+    for method in methods:
+        maps = method_maps(expl, method)
+        if is_signed(method, maps):
+            signed.append(method)
+        sprites[method] = _sprite(maps, method in signed, heat_hw)
+    (folder / "heat.js").write_text(f"captionlensHeat({json.dumps(stem)}, {json.dumps(sprites)});\n",
+                                    encoding="utf-8")
+    entry = {"name": name, "stem": stem, "tokens": list(expl.tokens),
+             "log_probs": [round(float(x), 4) for x in expl.log_probs], "methods": methods, "signed": signed,
+             "width": int(image.shape[1]), "height": int(image.shape[0]), "heat_size": [heat_hw[1], heat_hw[0]]}
+    thumb_h, thumb_w = _fit(image.shape[:2], sizes.thumb)
+    card = (f'<li><button type="button" class="card" data-entry="{index}"><img src="{ASSETS}/{stem}/{thumb}" '
+            f'loading="lazy" decoding="async" width="{thumb_w}" height="{thumb_h}" alt="{html.escape(name)}">'
+            f'<span>{html.escape(expl.caption or "(no words)")}</span></button></li>')
+    return entry, card
+
+
+def _fit(hw: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(H, W) shrunk (never enlarged) so that the longer side is at most `longest`."""
+    scale = min(1.0, longest / max(hw))
+    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
+
+
+def _save_jpeg(photo: Image.Image, longest: int, path: Path) -> None:
+    h, w = _fit((photo.height, photo.width), longest)
+    resized = photo if (w, h) == photo.size else photo.resize((w, h), Image.Resampling.LANCZOS)
+    resized.save(path, format="JPEG", quality=90)
+
+
+def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
+    """(T, H, W) maps -> PNG data URL of a (T * h, w) uint8 stack of colormap positions (0..255)."""
+    unit, _ = unit_scale(maps, signed)
+    small = np.concatenate([resize_map(u, heat_hw) for u in unit], axis=0)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(small * 255), 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _page(title: str, written: list[tuple[dict[str, Any], str]]) -> str:
+    """Fill the page template; one regex pass, so inserted content is never re-scanned for placeholders."""
+    entries = [entry for entry, _ in written]
+    static = resources.files("captionlens.viz") / "static"
+    methods = ordered_methods({m for e in entries for m in e["methods"]})
+    data = {"format_version": 1, "entries": entries,
+            "colormaps": {"unsigned": colormap_lut(DEFAULT_CMAP).ravel().tolist(),
+                          "signed": colormap_lut(SIGNED_CMAP).ravel().tolist()}}
+    parts = {
+        "TITLE": html.escape(title),
+        "SUMMARY": html.escape(f"{len(entries)} image{'s' * (len(entries) != 1)} · methods: "
+                               f"{', '.join(methods) or 'none'} · click an image, then a word"),
+        "GALLERY": "\n".join(card for _, card in written),
+        "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"),
+        "CSS": (static / "report.css").read_text(encoding="utf-8"),
+        "JS": (static / "report.js").read_text(encoding="utf-8"),
+    }
+    template = (static / "report.html").read_text(encoding="utf-8")
+    return re.sub(r"\{\{([A-Z]+)\}\}", lambda match: parts[match.group(1)], template)
+
