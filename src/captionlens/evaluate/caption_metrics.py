@@ -1,0 +1,159 @@
+"""Caption quality: the COCO caption metrics computed by pycocoevalcap's own scorers.
+
+Keys of `score_captions`' result (scores on the 0-1 scale unless said otherwise):
+  BLEU-1 .. BLEU-4  corpus BLEU (pycocoevalcap's "closest" reference length), 0-1;
+  ROUGE-L           mean sentence ROUGE-L F (beta 1.2), 0-1;
+  CIDEr-D / CIDEr   raw consensus score, 0-10 in principle (papers print it x100 as if it were a
+                    percentage: we keep it raw). CIDEr-D when the installed pycocoevalcap has it,
+                    else plain CIDEr; `cider_variant` says which. Its IDF comes from the evaluated
+                    references, so it is only meaningful on a corpus of many images;
+  METEOR            0-1, or None (with the reason under `skipped`) when `java` is not on PATH;
+  SPICE             never computed (see `skipped`): it needs Stanford CoreNLP models downloaded.
+
+Captions are tokenised by `data.vocabulary.tokenize` (lower case, punctuation dropped), the same
+tokens the models are trained on. pycocoevalcap's PTBTokenizer is not used: it needs java and writes
+temporary files into the installed package's folder, which may be read-only.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.rouge.rouge import Rouge
+
+from captionlens.data.datasets import load_dataset
+from captionlens.data.images import ImageLoadError, load_image, make_transform
+from captionlens.data.vocabulary import Vocabulary, tokenize
+from captionlens.models.base import CaptionModel
+from captionlens.models.checkpoints import load_checkpoint
+from captionlens.models.decoding import Decoded, decode
+
+METRICS = ("BLEU", "ROUGE-L", "CIDEr", "METEOR")
+SPICE_SKIPPED = "needs the Stanford CoreNLP models (a separate download); not computed"
+
+try:  # CIDEr-D ships only with some pycocoevalcap forks
+    from pycocoevalcap.ciderD.ciderD import CiderD as _CiderScorer
+    CIDER_NAME = "CIDEr-D"
+except ImportError:
+    from pycocoevalcap.cider.cider import Cider as _CiderScorer
+    CIDER_NAME = "CIDEr"
+
+
+def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                   metrics: Collection[str] = METRICS) -> dict[str, Any]:
+    """Corpus scores of one predicted caption per image against that image's reference captions.
+
+    `metrics` picks among "BLEU" (BLEU-1..4), "ROUGE-L", "CIDEr" (CIDEr-D when available) and
+    "METEOR" (starts a java process: seconds). See the module doc for the keys of the result.
+    """
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(METRICS)}")
+    if not predictions:
+        raise ValueError("no predictions to score")
+    missing = [key for key in predictions if not references.get(key)]
+    if missing:
+        raise ValueError(f"no reference captions for image {missing[0]!r}"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    res = {key: [" ".join(tokenize(text))] for key, text in predictions.items()}
+    gts = {key: [" ".join(tokenize(text)) for text in references[key]] for key in predictions}
+    result: dict[str, Any] = {"images": len(res), "tokenizer": "captionlens.data.vocabulary.tokenize",
+                              "skipped": {"SPICE": SPICE_SKIPPED}}
+    if "BLEU" in metrics:
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        result.update({f"BLEU-{n}": float(score) for n, score in enumerate(bleu, 1)})
+    if "ROUGE-L" in metrics:
+        result["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    if "CIDEr" in metrics:
+        result[CIDER_NAME] = float(_CiderScorer().compute_score(gts, res)[0])
+        result["cider_variant"] = CIDER_NAME
+    if "METEOR" in metrics:
+        result["METEOR"], reason = _meteor(gts, res)
+        if reason:
+            result["skipped"]["METEOR"] = reason
+    return result
+
+
+def _meteor(gts: dict, res: dict) -> tuple[float | None, str | None]:
+    """(METEOR, None), or (None, why it was skipped)."""
+    if shutil.which("java") is None:
+        return None, "java not found"
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        scorer = Meteor()
+        score, _ = scorer.compute_score(gts, res)
+    except (OSError, ValueError) as exc:  # java failed to start, or died (its reply line is empty)
+        return None, f"java METEOR failed ({exc.__class__.__name__}: {exc})"
+    return float(score), None
+
+
+def caption_files(model: CaptionModel, paths: Sequence[str | os.PathLike], vocab: Vocabulary | None = None,
+                  beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
+                  image_size: int | None = None) -> list[Decoded | ImageLoadError]:
+    """The model's caption of each image file, decoded `batch_size` images at a time.
+
+    A file that cannot be read gets its `ImageLoadError` in its place, so one bad file does not stop
+    the others; callers that cannot go on without every image raise it.
+    """
+    vocab = vocab or model.vocab
+    if vocab is None:
+        raise ValueError("no vocabulary: pass vocab=..., or load the model with captionlens.load()")
+    transform = make_transform(image_size or model.config.get("image_size", 224))
+    device = next(model.parameters()).device
+    results: list[Decoded | ImageLoadError | None] = [None] * len(paths)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(paths), batch_size):
+            loaded = []
+            for i in range(start, min(start + batch_size, len(paths))):
+                try:
+                    loaded.append((i, transform(load_image(paths[i]))))
+                except ImageLoadError as exc:
+                    results[i] = exc
+            if loaded:
+                images = torch.stack([tensor for _, tensor in loaded]).to(device)
+                decoded = decode(model, images, vocab, max_length=max_length, beam_size=beam_size)
+                for (i, _), caption in zip(loaded, decoded):
+                    results[i] = caption
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate_model(model: CaptionModel, records: Sequence, vocab: Vocabulary | None = None, beam_size: int = 3,
+                   max_length: int = 20, batch_size: int = 32, metrics: Collection[str] = METRICS
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(scores, predictions by image id) of a model's free-running captions of dataset records."""
+    decoded = caption_files(model, [r.image_path for r in records], vocab, beam_size, max_length, batch_size)
+    for result in decoded:
+        if isinstance(result, ImageLoadError):
+            raise result
+    predictions = {r.image_id: d.caption for r, d in zip(records, decoded)}
+    references = {r.image_id: r.captions for r in records}
+    return score_captions(predictions, references, metrics), predictions
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
+                        beam_size: int = 3, max_length: int = 20, batch_size: int = 32, limit: int | None = None,
+                        format: str | None = None, device: str | torch.device = "cpu",
+                        metrics: Collection[str] = METRICS) -> dict[str, Any]:
+    """Caption every image of one split of a dataset with a checkpoint and score the captions.
+
+    The result holds the scores (`metrics`), the decoding settings, and the caption of each image.
+    """
+    ckpt = load_checkpoint(checkpoint, device)
+    records = load_dataset(data, format).split(split).records[:limit]
+    if not records:
+        raise ValueError(f"{data}: the {split!r} split has no images")
+    scores, predictions = evaluate_model(ckpt.model, records, ckpt.vocab, beam_size, max_length, batch_size,
+                                         metrics)
+    return {"checkpoint": str(Path(checkpoint)), "data": str(Path(data)), "split": split, "metrics": scores,
+            "decoding": {"beam_size": beam_size, "max_length": max_length, "length_penalty": 0.0},
+            "predictions": predictions}
