@@ -1,0 +1,338 @@
+"""`export_explanations`: explain many image files into one folder per image, an HTML report and a summary.
+
+Layout of `out_dir`:
+    <folder>/explanation.npz|json   the `CaptionExplanation` (json written last)
+    <folder>/grid-<method>.png      per-word overlays, one figure per method
+    <folder>/comparison.png         words x methods (when more than one method)
+    <folder>/triptych-<method>.png  image / heatmap / overlay of the first word (when asked for)
+    index.html, assets/             `viz.report.write_report` over every complete folder
+    summary.json                    what was done, skipped and failed, timings, settings
+
+Each image folder is built in a hidden temporary folder inside `out_dir` and renamed into place, so an
+interrupted run never leaves a half-written folder: a visible folder is complete. A folder name is
+the image's file stem, with a short hash of its full path added when the stem is taken (another
+input or an earlier run's image has it), and an image keeps the folder an earlier run gave it
+(found by the source path recorded in explanation.json), so `resume` finds its work again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from captionlens.data.images import ImageLoadError, load_image
+from captionlens.explain import api
+from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.models.base import CaptionModel
+from captionlens.viz.figures import method_comparison, save_figure, triptych, word_grid
+from captionlens.viz.overlay import resize_map
+from captionlens.viz.report import ASSETS, write_report
+
+FIGURES = ("grid", "comparison", "triptych")
+EXPLANATION = "explanation"        # explanation.npz + explanation.json
+SUMMARY = "summary.json"
+PARTIAL_PREFIX = ".partial-"       # temporary folders; never listed as results
+REPORT_HEAT_SIZE = 64              # longest side of the maps handed to the report (it shows no more)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass
+class ExportSummary:
+    """Outcome of one export run; `done`/`skipped` hold {"path", "folder"}, `failed` {"path", "error"}."""
+
+    out_dir: Path
+    done: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    index_html: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class _Job:
+    path: Path       # absolute
+    folder: str
+
+
+def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                        methods: Sequence[str] = ("gradcam",), beam_size: int = 3, max_length: int = 20,
+                        batch_size: int = 8, resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
+                        figures: Sequence[str] = ("grid", "comparison"), progress: bool = True) -> ExportSummary:
+    """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
+
+    Images are explained `batch_size` at a time; an unreadable image or one whose explanation fails is
+    reported in one line on stderr, listed under `failed` in summary.json, and the run goes on. With
+    `resume`, images whose folder is complete and holds every requested method are skipped.
+    """
+    methods = list(dict.fromkeys(methods))
+    _check_arguments(model, image_paths, methods, figures, batch_size)
+    options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {}}
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_partials(out)
+    summary = ExportSummary(out)
+    pending = _pending_jobs(out, image_paths, methods, resume, summary)
+    timings = {"explain": 0.0, "figures": 0.0, "report": 0.0}
+    method_seconds = dict.fromkeys(methods, 0.0)
+    with tqdm(total=len(pending), unit="img", disable=not progress, file=sys.stderr, desc="explaining") as bar:
+        for batch in _chunks(pending, batch_size):
+            tick = time.perf_counter()
+            outcomes = list(_explain_jobs(model, batch, methods, options))
+            timings["explain"] += time.perf_counter() - tick
+            for job, outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    _fail(summary, job, outcome)
+                else:
+                    tick = time.perf_counter()
+                    _write_folder(out, job.folder, outcome, methods, figures)
+                    timings["figures"] += time.perf_counter() - tick
+                    for name in methods:
+                        method_seconds[name] += outcome[name].seconds
+                    summary.done.append({"path": str(job.path), "folder": job.folder, "caption": outcome.caption})
+                bar.update(1)
+    tick = time.perf_counter()
+    summary.index_html = _write_index(out)
+    timings["report"] = time.perf_counter() - tick
+    summary.seconds = time.perf_counter() - start
+    _write_summary(summary, methods, options, figures, timings, method_seconds)
+    return summary
+
+
+def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: list[str], resume: bool,
+                  summary: ExportSummary) -> list[_Job]:
+    """The images to explain now, each with its folder; with `resume`, complete ones go to summary.skipped."""
+    jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(out), out)
+    pending = []
+    for job in jobs:
+        if resume and _complete(out / job.folder, methods):
+            summary.skipped.append({"path": str(job.path), "folder": job.folder})
+        else:
+            pending.append(job)
+    return pending
+
+
+def _check_arguments(model: CaptionModel, image_paths: Sequence[Any], methods: list[str], figures: Sequence[str],
+                     batch_size: int) -> None:
+    """Usage errors, raised before any work (they would otherwise fail every image alike)."""
+    if not image_paths:
+        raise ValueError("no images to explain")
+    if not methods:
+        raise ValueError("no explanation methods given")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    api._import_methods()
+    unknown = [m for m in methods if m not in api.METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(api.METHODS)}")
+    if "attention" in methods and not model.has_attention:
+        raise ValueError(f"'attention' needs a Show-Attend-Tell model; {type(model).__name__} has no attention")
+    bad_figures = [f for f in figures if f not in FIGURES]
+    if bad_figures:
+        raise ValueError(f"unknown figure(s) {bad_figures}; choose from {FIGURES}")
+
+
+def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _safe_stem(path: Path) -> str:
+    return _UNSAFE.sub("_", path.stem).strip("_")[:60] or "image"
+
+
+def _path_hash(path: Path) -> str:
+    return hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:8]
+
+
+def _assign_folders(paths: list[Path], existing: dict[str, str], out: Path) -> list[_Job]:
+    """One folder per distinct image: the one an earlier run recorded for it, else its safe stem, else
+    stem-<hash of its full path> when the stem is shared by several inputs or already taken."""
+    paths = list(dict.fromkeys(paths))
+    taken = {ASSETS.lower()} | {entry.name.lower() for entry in out.iterdir()}
+    new = [p for p in paths if str(p) not in existing]
+    counts: dict[str, int] = {}
+    for path in new:
+        counts[_safe_stem(path).lower()] = counts.get(_safe_stem(path).lower(), 0) + 1
+    folders = {}
+    for path in new:
+        stem = _safe_stem(path)
+        if counts[stem.lower()] > 1 or stem.lower() in taken:
+            stem = f"{stem}-{_path_hash(path)}"
+        taken.add(stem.lower())
+        folders[path] = stem
+    return [_Job(p, existing.get(str(p)) or folders[p]) for p in paths]
+
+
+def _result_folders(out: Path) -> list[Path]:
+    """Complete result folders (visible, with explanation.json and .npz), sorted by name."""
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / f"{EXPLANATION}.json").is_file() and (p / f"{EXPLANATION}.npz").is_file())
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / f"{EXPLANATION}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_sources(out: Path) -> dict[str, str]:
+    """Absolute source image path -> folder name, for the complete folders an earlier run left."""
+    sources = {}
+    for folder in _result_folders(out):
+        meta = _read_meta(folder)
+        if meta and meta.get("image_path"):
+            sources.setdefault(meta["image_path"], folder.name)
+    return sources
+
+
+def _complete(folder: Path, methods: Sequence[str]) -> bool:
+    meta = _read_meta(folder) if (folder / f"{EXPLANATION}.npz").is_file() else None
+    return bool(meta) and set(methods) <= set(meta.get("methods", {}))
+
+
+def _explain_jobs(model: CaptionModel, jobs: list[_Job], methods: list[str], options: dict[str, Any]
+                  ) -> Iterator[tuple[_Job, CaptionExplanation | Exception]]:
+    """Each job with its explanation or its error: loaded one by one, explained as one batch, and one
+    by one again when the batch fails, so only the image at fault is lost."""
+    loaded: list[tuple[_Job, Image.Image]] = []
+    for job in jobs:
+        try:
+            loaded.append((job, load_image(job.path)))
+        except ImageLoadError as exc:
+            yield job, exc
+    if len(loaded) > 1:
+        try:
+            results = _explain_images(model, loaded, methods, options)
+        except (ValueError, RuntimeError):
+            results = None  # find the image at fault below
+        if results is not None:
+            yield from zip((job for job, _ in loaded), results)
+            return
+    for item in loaded:
+        try:
+            result: CaptionExplanation | Exception = _explain_images(model, [item], methods, options)[0]
+        except (ValueError, RuntimeError) as exc:
+            result = exc
+        yield item[0], result
+
+
+def _explain_images(model: CaptionModel, loaded: list[tuple[_Job, Image.Image]], methods: list[str],
+                    options: dict[str, Any]) -> list[CaptionExplanation]:
+    """explain_batch on loaded images; `options` are its beam_size, max_length and settings."""
+    results = api.explain_batch(model, [image for _, image in loaded], methods, **options)
+    for (job, _), result in zip(loaded, results):
+        result.image_path = str(job.path)
+    return results
+
+
+def _fail(summary: ExportSummary, job: _Job, error: Exception) -> None:
+    message = " ".join(str(error).split())
+    if str(job.path) not in message and job.path.name not in message:
+        message = f"{job.path}: {message}"
+    tqdm.write(f"captionlens: failed: {message}", file=sys.stderr)
+    summary.failed.append({"path": str(job.path), "error": message})
+
+
+def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str],
+                  figures: Sequence[str]) -> None:
+    """Figures, then explanation.npz and .json, into a temporary folder renamed to out/folder."""
+    build = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
+    try:
+        if expl.tokens:
+            _write_figures(build, expl, methods, figures)
+        expl.save(build / EXPLANATION)
+        os.chmod(build, 0o755)  # mkdtemp makes it private; results are ordinary folders
+        target = out / folder
+        if target.exists():  # a rerun: swap the old folder out, the new one in, then drop the old
+            old = build.with_name(build.name + "-old")
+            os.rename(target, old)
+            os.rename(build, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(build, target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: Sequence[str]) -> None:
+    if "grid" in figures:
+        for name in methods:
+            save_figure(word_grid(expl, name), folder / f"grid-{name}.png")
+    if "comparison" in figures and len(methods) > 1:
+        save_figure(method_comparison(expl, methods), folder / "comparison.png")
+    if "triptych" in figures:
+        save_figure(triptych(expl, methods[0], 0), folder / f"triptych-{methods[0]}.png")
+
+
+def _remove_partials(out: Path) -> None:
+    """Temporary folders an interrupted (killed) earlier run could not clean up."""
+    for entry in out.glob(f"{PARTIAL_PREFIX}*"):
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _report_view(expl: CaptionExplanation) -> CaptionExplanation:
+    """The explanation with its maps shrunk to the report's heatmap size and extras dropped: what the
+    report uses, at a small fraction of the memory, so a report over 1000 images fits in RAM."""
+    h, w = expl.image.shape[:2]
+    scale = min(1.0, REPORT_HEAT_SIZE / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    methods = {name: MethodMaps(maps=_shrink(m.maps, size), raw=m.raw) for name, m in expl.methods.items()}
+    return CaptionExplanation(image=expl.image, tokens=expl.tokens, token_ids=expl.token_ids, log_probs=expl.log_probs,
+                              methods=methods, source=expl.source, decoding=expl.decoding, image_path=expl.image_path)
+
+
+def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.stack([resize_map(m, size) for m in maps]) if len(maps) else maps
+
+
+def _write_index(out: Path) -> Path | None:
+    """index.html over every complete folder in `out` (this run's and earlier ones'), or None if there is none."""
+    folders = _result_folders(out)
+    if not folders:
+        return None
+    views = [_report_view(CaptionExplanation.load(folder / EXPLANATION)) for folder in folders]
+    return write_report(views, out, image_names=[f.name for f in folders], heat_size=REPORT_HEAT_SIZE)
+
+
+def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str, Any], figures: Sequence[str],
+                   timings: dict[str, float], method_seconds: dict[str, float]) -> None:
+    work = timings["explain"] + timings["figures"]
+    data = {
+        "format_version": 1, "methods": methods, "settings": options["settings"],
+        "decoding": {"beam_size": options["beam_size"], "max_length": options["max_length"]},
+        "figures": list(figures), "images": len(summary.done) + len(summary.skipped) + len(summary.failed),
+        "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
+        "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(summary.seconds, 3)},
+        "method_seconds": {k: round(v, 3) for k, v in method_seconds.items()},
+        "images_per_second": round(len(summary.done) / work, 3) if work > 0 else None,
+        "index_html": summary.index_html.name if summary.index_html else None,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{SUMMARY}.", suffix=".tmp", dir=summary.out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, summary.out_dir / SUMMARY)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,192 @@
+"""Keyword focus: where does the model look when it writes "dog", across every image whose caption says "dog"?
+
+The images are captioned once, in batches; each keyword then picks the images whose caption has it
+as a word (a token match: "dog" does not match "hotdog"), those captions are explained once per
+image with one method (teacher-forced, so no second decoding), and each keyword collects that
+word's map from each of its images: resized to a common `size` x `size` grid (so maps align by
+relative image position), normalised per map (min-max, or value / max|value| for signed methods),
+and averaged into a mean map.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+from captionlens.data.images import ImageLoadError
+from captionlens.data.vocabulary import tokenize
+from captionlens.evaluate.caption_metrics import caption_files
+from captionlens.explain.api import explain_batch
+from captionlens.explain.maps import normalize_maps
+from captionlens.models.base import CaptionModel
+from captionlens.viz.figures import save_figure
+from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, peak_normalize, resize_map
+
+FOCUS_JSON = "focus.json"
+FOCUS_NPZ = "focus.npz"
+
+
+@dataclass
+class KeywordFocus:
+    """One keyword's matching images and that word's normalised (N, size, size) maps on them."""
+
+    keyword: str
+    paths: list[str] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    word_index: list[int] = field(default_factory=list)   # the keyword's first position in each caption
+    maps: list[np.ndarray] = field(default_factory=list)  # (size, size) each, normalised
+    thumbnails: list[np.ndarray] = field(default_factory=list)  # (size, size, 3) uint8, for overlays
+    signed: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    @property
+    def mean_map(self) -> np.ndarray | None:
+        """Pixel-wise mean of the normalised maps, or None when no image matched."""
+        return np.mean(self.maps, axis=0, dtype=np.float64).astype(np.float32) if self.maps else None
+
+
+@dataclass
+class FocusResult:
+    method: str
+    size: int
+    captions: dict[str, str]                        # every captioned image's caption, by path
+    keywords: dict[str, KeywordFocus]
+    failed: list[dict[str, str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # keywords the model's vocabulary lacks
+
+    def lines(self) -> list[str]:
+        """`found N images with 'dog'` / `none with 'ball'`, one line per keyword."""
+        out = []
+        for name, focus in self.keywords.items():
+            if focus.count:
+                out.append(f"found {focus.count} image{'s' * (focus.count != 1)} with '{name}'")
+            else:
+                out.append(f"none with '{name}'" + (" (not in the model's vocabulary)" if name in self.unknown else ""))
+        return out
+
+
+def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike], keywords: Sequence[str],
+                  method: str = "gradcam", limit: int = 100, beam_size: int = 1, batch_size: int = 16,
+                  size: int = 64, settings: dict[str, Any] | None = None, verbose: bool = True) -> FocusResult:
+    """Caption the first `limit` images, then collect each keyword's maps (see the module doc).
+
+    `settings` are the method's keyword arguments (e.g. {"num_samples": 300} for LIME).
+    Unreadable images are reported in one line each on stderr and listed in `failed`; with `verbose`,
+    `FocusResult.lines()` are printed.
+    """
+    words = _keyword_tokens(keywords)
+    if limit < 1 or size < 1:
+        raise ValueError(f"limit and size must be >= 1, got limit={limit}, size={size}")
+    paths = [str(p) for p in list(image_paths)[:limit]]
+    if not paths:
+        raise ValueError("no images to look for keywords in")
+    vocab = model.vocab
+    result = FocusResult(method, size, {}, {w: KeywordFocus(w) for w in words},
+                         unknown=[w for w in words if vocab is not None and w not in vocab])
+    decoded = caption_files(model, paths, beam_size=beam_size, batch_size=batch_size)
+    tokens: dict[str, list[str]] = {}
+    for path, outcome in zip(paths, decoded):
+        if isinstance(outcome, ImageLoadError):
+            print(f"captionlens: failed: {' '.join(str(outcome).split())}", file=sys.stderr)
+            result.failed.append({"path": path, "error": str(outcome)})
+        else:
+            tokens[path] = outcome.words
+            result.captions[path] = outcome.caption
+    matched = [p for p in tokens if any(w in tokens[p] for w in words)]
+    for start in range(0, len(matched), batch_size):
+        _collect(model, matched[start:start + batch_size], tokens, result, settings or {})
+    if verbose:
+        print("\n".join(result.lines()))
+    return result
+
+
+def _keyword_tokens(keywords: Sequence[str]) -> list[str]:
+    """Each keyword as the one token a caption would hold ("Dog" -> "dog"); duplicates dropped."""
+    out = []
+    for keyword in keywords:
+        tokens = tokenize(keyword)
+        if len(tokens) != 1:
+            raise ValueError(f"keyword {keyword!r} must be one word")
+        out.append(tokens[0])
+    if not out:
+        raise ValueError("no keywords given")
+    return list(dict.fromkeys(out))
+
+
+def _collect(model: CaptionModel, paths: list[str], tokens: dict[str, list[str]], result: FocusResult,
+             settings: dict[str, Any]) -> None:
+    """Explain these images' own captions (teacher-forced) and file each keyword's map under it."""
+    with warnings.catch_warnings():
+        # The model's own words are in its vocabulary; only <UNK>/<PAD> it emitted would warn, harmlessly.
+        warnings.simplefilter("ignore", UserWarning)
+        explanations = explain_batch(model, paths, (result.method,), captions=[" ".join(tokens[p]) for p in paths],
+                                     settings={result.method: settings})
+    for path, expl in zip(paths, explanations):
+        maps = expl[result.method].maps
+        signed = is_signed(result.method, maps)
+        thumbnail = np.asarray(Image.fromarray(expl.image).resize((result.size,) * 2, Image.Resampling.BILINEAR))
+        for word, focus in result.keywords.items():
+            if word not in tokens[path]:
+                continue
+            index = tokens[path].index(word)
+            focus.signed = focus.signed or signed
+            resized = resize_map(maps[index], (result.size, result.size))[None]
+            focus.maps.append((peak_normalize(resized) if signed else normalize_maps(resized))[0])
+            focus.paths.append(path)
+            focus.captions.append(expl.caption)
+            focus.word_index.append(index)
+            focus.thumbnails.append(thumbnail)
+
+
+def focus_figure(focus: KeywordFocus, method: str, max_images: int = 11, cols: int = 6) -> Figure:
+    """The first `max_images` matching images with the keyword's map over them, then the mean map."""
+    if not focus.count:
+        raise ValueError(f"no images matched '{focus.keyword}'")
+    shown = min(focus.count, max_images)
+    panels = shown + 1
+    cols = min(cols, panels)
+    rows = -(-panels // cols)
+    fig = Figure(figsize=(1.8 * cols, 1.9 * rows + 0.5), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, path, thumb, heat in zip(axes, focus.paths, focus.thumbnails, focus.maps[:shown]):
+        ax.imshow(overlay(thumb, heat, normalize=False, signed=focus.signed))
+        ax.set_title(Path(path).name[:24], fontsize=7)
+    norm = Normalize(-1.0, 1.0) if focus.signed else Normalize(0.0, 1.0)
+    axes[shown].imshow(focus.mean_map, cmap=SIGNED_CMAP if focus.signed else DEFAULT_CMAP, norm=norm)
+    axes[shown].set_title(f"mean of {focus.count}", fontsize=8, fontweight="bold")
+    fig.suptitle(f"'{focus.keyword}' — {method}: {focus.count} image{'s' * (focus.count != 1)}", fontsize=10)
+    return fig
+
+
+def save_focus(result: FocusResult, out_dir: str | os.PathLike) -> Path:
+    """Write focus-<keyword>.png per matched keyword, focus.npz (mean maps) and focus.json; return focus.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"method": result.method, "size": result.size, "images": len(result.captions),
+               "failed": result.failed, "unknown_keywords": result.unknown, "keywords": {}}
+    means = {}
+    for word, focus in result.keywords.items():
+        entry = {"count": focus.count, "images": [{"path": p, "caption": c, "word_index": i} for p, c, i in
+                                                  zip(focus.paths, focus.captions, focus.word_index)]}
+        if focus.count:
+            entry["figure"] = save_figure(focus_figure(focus, result.method), out / f"focus-{word}.png")[0].name
+            means[word] = focus.mean_map
+        summary["keywords"][word] = entry
+    np.savez_compressed(out / FOCUS_NPZ, **means)
+    (out / FOCUS_JSON).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return out / FOCUS_JSON
