@@ -168,6 +168,12 @@ def test_segmentations_label_every_pixel_contiguously(image: np.ndarray, method:
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
+def test_noise_image_still_gets_about_n_segments() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(150, 200, 3), dtype=np.uint8)
+    assert segment(noise, n_segments=30, slic_zero=False).max() == 0     # plain SLIC: one region
+    assert 20 <= segment(noise, n_segments=30).max() + 1 <= 40              # SLICO, the default
+
+
 def test_large_image_segmented_on_a_downscaled_copy() -> None:
     big = np.zeros((300, 600, 3), np.uint8)
     big[:, 300:] = 255
