@@ -6,7 +6,7 @@ weighted ridge fit (closed form, all T columns at once) turns it into a (T, S) w
 superpixel: T times fewer forward passes than running LIME once per word.
 
 Superpixels are computed on the original image (what the user sees, aspect ratio intact, so the
-maps come back at its resolution exactly); images wider than `segment_max_side` are segmented on a
+maps come back at its resolution exactly); images whose longer side exceeds `segment_max_side` are segmented on a
 downscaled copy because segmentation cost grows with pixels while a ~50-superpixel map gains nothing
 from more. Perturbations are composed at model input resolution, in normalised tensor space, on the
 model's device (segmentation resized there by nearest neighbour): no per-sample pixel loop, and no
