@@ -10,8 +10,11 @@ and no parameter gradient is computed.
 
 When the rest of the trunk after the target layer is a single global average pool (Show-and-Tell),
 d score / dA_kij = d score / dp_k / (h w) for every position, so the leaf is the pooled (R, C)
-feature instead: the spatial mean of the gradient is the pooled gradient / (h w), and the pass never
-touches a (R, C, h, w) tensor.
+feature instead: the spatial mean of the gradient is the pooled gradient / (h w), and the differentiated
+pass starts from (R, C) rather than (R, C, h, w). The `shortcut=False` setting turns this off.
+
+Replication, not `torch.autograd.grad(..., is_grads_batched=True)` (vmap over one forward): vmap
+cannot go through cuDNN's RNN backward, and the replicated rows batch just as well on a GPU.
 """
 from __future__ import annotations
 
@@ -70,6 +73,8 @@ def word_cams(model: CaptionModel, split: LayerSplit, activations: torch.Tensor,
     `<START> words <END> <PAD>..` tensors and `lengths` the word counts T_i (padded positions are
     never scored). Rows (image, word) go through the decoder `max_batch` at a time.
     """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     rows = torch.tensor([(i, t) for i, n in enumerate(lengths) for t in range(n)], dtype=torch.long,
                         device=activations.device).view(-1, 2)
     pooled = shortcut and pools_globally(model, split)
@@ -78,13 +83,9 @@ def word_cams(model: CaptionModel, split: LayerSplit, activations: torch.Tensor,
     for chunk in rows.split(max_batch):
         image_idx, word_idx = chunk.unbind(1)
         acts = activations[image_idx]
+        leaf = (acts.mean((2, 3)) if pooled else acts.detach()).requires_grad_()
         with torch.enable_grad():
-            if pooled:
-                leaf = acts.mean((2, 3)).requires_grad_()
-                features = model.encoder.head(leaf[:, :, None, None])
-            else:
-                leaf = acts.clone().requires_grad_()
-                features = split.upper(leaf)
+            features = model.encoder.head(leaf[:, :, None, None]) if pooled else split.upper(leaf)
             scores = scores_from_features(model, features, captions[image_idx], score)
             target = scores.gather(1, word_idx[:, None]).sum()
             (grads,) = torch.autograd.grad(target, leaf)

@@ -1,0 +1,94 @@
+"""Explanation benchmark: prints one Markdown table per section (and optionally writes JSON).
+
+    python benchmarks/bench_explain.py [--quick] [--device cpu|cuda] [--repeats N] [--json OUT]
+
+Each section is a function `(args) -> rows` (rows: dicts with the same keys) listed in SECTIONS;
+to add one (e.g. LIME: `from lime_bench import run_lime_rows`), append a `(title, function)` pair.
+`explanation_throughput` is the images/s figure benchmarks/gpu_check.py reports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, synchronize  # noqa: E402
+
+from captionlens.explain.gradcam import gradcam_batch  # noqa: E402
+
+Rows = list[dict]
+
+
+def gradcam_section(args: argparse.Namespace) -> Rows:
+    specs = TINY if args.quick else (*RESNET50, *TINY)
+    return gradcam_rows(specs, torch.device(args.device), args.repeats)
+
+
+SECTIONS: list[tuple[str, Callable[[argparse.Namespace], Rows]]] = [
+    ("Whole-caption Grad-CAM (12 words, one image)", gradcam_section),
+]
+
+
+def explanation_throughput(device: str | torch.device, batch: int = 32, n_words: int = 12,
+                           repeats: int = 3) -> float:
+    """Images/s of Grad-CAM for every word of a 12-word caption, `batch` images per `gradcam_batch` call,
+    on a random-weight ResNet-50 Show-and-Tell at 224 px (encoder lower pass included)."""
+    device = torch.device(device)
+    model = build_model(RESNET50[0], device)
+    torch.manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    captions = torch.randint(4, len(model.vocab), (batch, n_words)).tolist()
+    seconds = []
+    for rep in range(1 + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        gradcam_batch(model, images, captions)
+        synchronize(device)
+        if rep:
+            seconds.append(time.perf_counter() - start)
+    return batch / statistics.median(seconds)
+
+
+def load_average() -> str:
+    """The 1-minute load average: on a shared machine, timings mean little without it."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def markdown(rows: Rows) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models only (a smoke run)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method, after one warm-up")
+    parser.add_argument("--json", type=Path, help="also write every section's rows here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.repeats} timed runs after 1 warm-up, load average at start {load_average()}\n")
+    results = {}
+    for title, section in SECTIONS:
+        rows = section(args)
+        results[title] = rows
+        print(f"## {title}\n\n{markdown(rows)}\n", flush=True)
+    print(f"load average at end {load_average()}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
