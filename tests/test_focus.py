@@ -25,7 +25,7 @@ def forced(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     any decoding the explanations would do on their own."""
     calls: dict[str, list] = {"caption": [], "decode": []}
 
-    def caption_files(model, paths, beam_size=3, batch_size=32, **_):
+    def caption_files(model, paths, beam_size=3, max_length=20, batch_size=32, **_):
         calls["caption"].append((list(paths), beam_size, batch_size))
         out = []
         for path in paths:

@@ -79,7 +79,8 @@ class FocusResult:
 
 
 def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike], keywords: Sequence[str],
-                  method: str = "gradcam", limit: int = 100, beam_size: int = 1, batch_size: int = 16,
+                  method: str = "gradcam", limit: int = 100, beam_size: int = 1, max_length: int = 20,
+                  batch_size: int = 16,
                   size: int = 64, settings: dict[str, Any] | None = None, verbose: bool = True) -> FocusResult:
     """Caption the first `limit` images, then collect each keyword's maps (see the module doc).
 
@@ -96,7 +97,7 @@ def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike],
     vocab = model.vocab
     result = FocusResult(method, size, {}, {w: KeywordFocus(w) for w in words},
                          unknown=[w for w in words if vocab is not None and w not in vocab])
-    decoded = caption_files(model, paths, beam_size=beam_size, batch_size=batch_size)
+    decoded = caption_files(model, paths, beam_size=beam_size, max_length=max_length, batch_size=batch_size)
     tokens: dict[str, list[str]] = {}
     for path, outcome in zip(paths, decoded):
         if isinstance(outcome, ImageLoadError):
