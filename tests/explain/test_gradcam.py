@@ -212,3 +212,34 @@ def test_settings_record_pooled_shortcut_and_logit_score(show_tell_model, image,
                      settings={"gradcam": {"max_batch": 2}})
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "logit",
                                           "max_batch": 2, "pooled_shortcut": True}
+
+
+def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, caption):
+    """layer2 is followed by layer3 and the pool, so the pooled shortcut must not apply."""
+    x, ids, captions = setup(show_tell_model, vocab, image, caption)
+    result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, target_layer="layer2")
+    assert result["gradcam"].settings["layer"] == "layer2"
+    assert result["gradcam"].settings["pooled_shortcut"] is False
+    captum = LayerGradCam(WordScores(show_tell_model, captions, "log_prob"), show_tell_model.encoder.resnet.layer2)
+    for t in WORDS:
+        expected = captum.attribute(x, target=t, relu_attributions=True)[0, 0].detach().numpy()
+        assert_close(result["gradcam"].raw[t], expected)
+
+
+def test_gradcam_batch_restores_training_mode(show_tell_model, vocab):
+    images = torch.randn(2, 3, 64, 64)
+    captions = [vocab.encode("a red circle", add_special=False), vocab.encode("the square", add_special=False)]
+    expected = gradcam_batch(show_tell_model, images, captions)
+    show_tell_model.train()
+    got = gradcam_batch(show_tell_model, images, captions)
+    assert show_tell_model.training
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gradcam_batch_refuses_bad_arguments(show_tell_model, vocab):
+    images = torch.randn(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="1 captions given for 2 images"):
+        gradcam_batch(show_tell_model, images, [[5, 6]])
+    with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
+        gradcam_batch(show_tell_model, images, [[5], [6]], max_batch=0)
