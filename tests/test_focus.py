@@ -116,6 +116,12 @@ def test_real_captioning_runs_once_per_batch_whatever_the_keywords(tmp_path: Pat
     assert len(result.captions) == 5
 
 
-def test_keywords_must_be_single_words(tmp_path: Path) -> None:
+def test_usage_errors_are_raised_before_captioning(tmp_path: Path, forced: dict) -> None:
+    paths = write_images(tmp_path, ["a.png"])
     with pytest.raises(ValueError, match="one word"):
-        keyword_focus(tiny_model(), write_images(tmp_path, ["a.png"]), ["hot dog"])
+        keyword_focus(tiny_model(), paths, ["hot dog"])
+    with pytest.raises(ValueError, match="unknown method"):
+        keyword_focus(tiny_model(), paths, ["dog"], method="saliency")
+    with pytest.raises(ValueError, match="Show-Attend-Tell"):
+        keyword_focus(tiny_model(), paths, ["dog"], method="attention")
+    assert forced["caption"] == []

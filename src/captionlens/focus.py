@@ -28,6 +28,7 @@ from captionlens.data.vocabulary import tokenize
 from captionlens.evaluate.caption_metrics import caption_files
 from captionlens.explain.api import explain_batch
 from captionlens.explain.maps import normalize_maps
+from captionlens.export import check_methods
 from captionlens.models.base import CaptionModel
 from captionlens.viz.figures import save_figure
 from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, peak_normalize, resize_map
@@ -89,6 +90,7 @@ def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike],
     `FocusResult.lines()` are printed.
     """
     words = _keyword_tokens(keywords)
+    check_methods(model, [method])
     if limit < 1 or size < 1:
         raise ValueError(f"limit and size must be >= 1, got limit={limit}, size={size}")
     paths = [str(p) for p in list(image_paths)[:limit]]
