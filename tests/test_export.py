@@ -39,7 +39,7 @@ def test_bad_files_are_reported_once_and_the_good_ones_done(tmp_path: Path, caps
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3
     for line, path in zip(lines, broken):
-        assert str(path) in line and "cannot read image" in line
+        assert line.startswith("error: ") and str(path) in line and "cannot read image" in line
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [f["path"] for f in written["failed"]] == [str(p) for p in broken]
     assert len(written["done"]) == 3 and written["skipped"] == [] and written["methods"] == ["gradcam", "gradcam++"]

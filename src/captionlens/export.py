@@ -78,7 +78,7 @@ def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.Path
     """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
 
     Images are explained `batch_size` at a time; an unreadable image or one whose explanation fails is
-    reported in one line on stderr, listed under `failed` in summary.json, and the run goes on. With
+    reported in one `error: ...` line on stderr, listed under `failed` in summary.json, and the run goes on. With
     `resume`, images whose folder is complete and holds every requested method are skipped.
     """
     methods = list(dict.fromkeys(methods))
@@ -92,7 +92,9 @@ def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.Path
     pending = _pending_jobs(out, image_paths, methods, resume, summary)
     timings = {"explain": 0.0, "figures": 0.0, "report": 0.0}
     method_seconds = dict.fromkeys(methods, 0.0)
-    with tqdm(total=len(pending), unit="img", disable=not progress, file=sys.stderr, desc="explaining") as bar:
+    # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
+    with tqdm(total=len(pending), unit="img", disable=None if progress else True, file=sys.stderr,
+              desc="explaining") as bar:
         for batch in _chunks(pending, batch_size):
             tick = time.perf_counter()
             outcomes = list(_explain_jobs(model, batch, methods, options))
@@ -253,7 +255,7 @@ def _fail(summary: ExportSummary, job: _Job, error: Exception) -> None:
     message = " ".join(str(error).split())
     if str(job.path) not in message and job.path.name not in message:
         message = f"{job.path}: {message}"
-    tqdm.write(f"captionlens: failed: {message}", file=sys.stderr)
+    tqdm.write(f"error: {message}", file=sys.stderr)
     summary.failed.append({"path": str(job.path), "error": message})
 
 

@@ -103,7 +103,7 @@ def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike],
     tokens: dict[str, list[str]] = {}
     for path, outcome in zip(paths, decoded):
         if isinstance(outcome, ImageLoadError):
-            print(f"captionlens: failed: {' '.join(str(outcome).split())}", file=sys.stderr)
+            print(f"error: {' '.join(str(outcome).split())}", file=sys.stderr)
             result.failed.append({"path": path, "error": str(outcome)})
         else:
             tokens[path] = outcome.words
