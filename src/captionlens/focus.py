@@ -162,7 +162,7 @@ def focus_figure(focus: KeywordFocus, method: str, max_images: int = 11, cols: i
     panels = shown + 1
     cols = min(cols, panels)
     rows = -(-panels // cols)
-    fig = Figure(figsize=(1.8 * cols, 1.9 * rows + 0.5), dpi=100)
+    fig = Figure(figsize=(1.8 * cols, 1.8 * rows + 0.4), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -170,7 +170,8 @@ def focus_figure(focus: KeywordFocus, method: str, max_images: int = 11, cols: i
         ax.imshow(overlay(thumb, heat, normalize=False, signed=focus.signed))
         ax.set_title(Path(path).name[:24], fontsize=7)
     norm = Normalize(-1.0, 1.0) if focus.signed else Normalize(0.0, 1.0)
-    axes[shown].imshow(focus.mean_map, cmap=SIGNED_CMAP if focus.signed else DEFAULT_CMAP, norm=norm)
+    mean = axes[shown].imshow(focus.mean_map, cmap=SIGNED_CMAP if focus.signed else DEFAULT_CMAP, norm=norm)
+    fig.colorbar(mean, ax=axes[shown], shrink=0.8).ax.tick_params(labelsize=7)
     axes[shown].set_title(f"mean of {focus.count}", fontsize=8, fontweight="bold")
     fig.suptitle(f"'{focus.keyword}' — {method}: {focus.count} image{'s' * (focus.count != 1)}", fontsize=10)
     return fig
