@@ -5,6 +5,11 @@
 Each section is a function `(args) -> rows` (rows: dicts with the same keys) listed in SECTIONS;
 to add one (e.g. LIME: `from lime_bench import run_lime_rows`), append a `(title, function)` pair.
 `explanation_throughput` is the images/s figure benchmarks/gpu_check.py reports.
+
+OpenMP threads sleep rather than spin while they wait (OMP_WAIT_POLICY=PASSIVE unless set), read
+when torch loads: on a machine shared with other jobs, spinning threads burn the time slices their
+partner thread needs, and a 2-thread ResNet-50 forward measured 3-5x slower, by an amount that
+varied with the load, for every method alike.
 """
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.repeats} timed runs after 1 warm-up, load average at start {load_average()}\n")
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {args.repeats} timed runs after 1 warm-up, "
+          f"load average at start {load_average()}\n")
     results = {}
     for title, section in SECTIONS:
         rows = section(args)
