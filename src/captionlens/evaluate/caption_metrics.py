@@ -19,14 +19,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Collection, Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.rouge.rouge import Rouge
 
-from captionlens.data.datasets import load_dataset
+from captionlens.data.datasets import CaptionRecord, load_dataset
 from captionlens.data.images import ImageLoadError, load_image, make_transform
 from captionlens.data.vocabulary import Vocabulary, tokenize
 from captionlens.models.base import CaptionModel
@@ -36,12 +33,15 @@ from captionlens.models.decoding import Decoded, decode
 METRICS = ("BLEU", "ROUGE-L", "CIDEr", "METEOR")
 SPICE_SKIPPED = "needs the Stanford CoreNLP models (a separate download); not computed"
 
-try:  # CIDEr-D ships only with some pycocoevalcap forks
-    from pycocoevalcap.ciderD.ciderD import CiderD as _CiderScorer
-    CIDER_NAME = "CIDEr-D"
-except ImportError:
-    from pycocoevalcap.cider.cider import Cider as _CiderScorer
-    CIDER_NAME = "CIDEr"
+
+def _cider() -> tuple[str, Any]:
+    """("CIDEr-D", scorer) when the installed pycocoevalcap has it (some forks do), else ("CIDEr", scorer)."""
+    try:
+        from pycocoevalcap.ciderD.ciderD import CiderD
+        return "CIDEr-D", CiderD()
+    except ImportError:
+        from pycocoevalcap.cider.cider import Cider
+        return "CIDEr", Cider()
 
 
 def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
@@ -64,14 +64,20 @@ def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hash
     gts = {key: [" ".join(tokenize(text)) for text in references[key]] for key in predictions}
     result: dict[str, Any] = {"images": len(res), "tokenizer": "captionlens.data.vocabulary.tokenize",
                               "skipped": {"SPICE": SPICE_SKIPPED}}
+    # pycocoevalcap is imported here, not at the top, so that training runs where it is not installed.
     if "BLEU" in metrics:
+        from pycocoevalcap.bleu.bleu import Bleu
+
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         result.update({f"BLEU-{n}": float(score) for n, score in enumerate(bleu, 1)})
     if "ROUGE-L" in metrics:
+        from pycocoevalcap.rouge.rouge import Rouge
+
         result["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     if "CIDEr" in metrics:
-        result[CIDER_NAME] = float(_CiderScorer().compute_score(gts, res)[0])
-        result["cider_variant"] = CIDER_NAME
+        name, scorer = _cider()
+        result[name] = float(scorer.compute_score(gts, res)[0])
+        result["cider_variant"] = name
     if "METEOR" in metrics:
         result["METEOR"], reason = _meteor(gts, res)
         if reason:
@@ -127,33 +133,30 @@ def caption_files(model: CaptionModel, paths: Sequence[str | os.PathLike], vocab
     return results
 
 
-def evaluate_model(model: CaptionModel, records: Sequence, vocab: Vocabulary | None = None, beam_size: int = 3,
-                   max_length: int = 20, batch_size: int = 32, metrics: Collection[str] = METRICS
-                   ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(scores, predictions by image id) of a model's free-running captions of dataset records."""
+def evaluate_model(model: CaptionModel, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
+                   beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
+                   metrics: Collection[str] = METRICS) -> dict[str, Any]:
+    """Scores (`metrics`) of a model's free-running captions of dataset records, the decoding
+    settings, and the caption of each image (`predictions`, by image id)."""
     decoded = caption_files(model, [r.image_path for r in records], vocab, beam_size, max_length, batch_size)
     for result in decoded:
         if isinstance(result, ImageLoadError):
             raise result
     predictions = {r.image_id: d.caption for r, d in zip(records, decoded)}
     references = {r.image_id: r.captions for r in records}
-    return score_captions(predictions, references, metrics), predictions
+    return {"metrics": score_captions(predictions, references, metrics),
+            "decoding": {"beam_size": beam_size, "max_length": max_length, "length_penalty": 0.0},
+            "predictions": predictions}
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                         beam_size: int = 3, max_length: int = 20, batch_size: int = 32, limit: int | None = None,
                         format: str | None = None, device: str | torch.device = "cpu",
                         metrics: Collection[str] = METRICS) -> dict[str, Any]:
-    """Caption every image of one split of a dataset with a checkpoint and score the captions.
-
-    The result holds the scores (`metrics`), the decoding settings, and the caption of each image.
-    """
+    """`evaluate_model` of a checkpoint on one split of a dataset (the first `limit` images of it)."""
     ckpt = load_checkpoint(checkpoint, device)
     records = load_dataset(data, format).split(split).records[:limit]
     if not records:
         raise ValueError(f"{data}: the {split!r} split has no images")
-    scores, predictions = evaluate_model(ckpt.model, records, ckpt.vocab, beam_size, max_length, batch_size,
-                                         metrics)
-    return {"checkpoint": str(Path(checkpoint)), "data": str(Path(data)), "split": split, "metrics": scores,
-            "decoding": {"beam_size": beam_size, "max_length": max_length, "length_penalty": 0.0},
-            "predictions": predictions}
+    result = evaluate_model(ckpt.model, records, ckpt.vocab, beam_size, max_length, batch_size, metrics)
+    return {"checkpoint": str(checkpoint), "data": str(data), "split": split, **result}

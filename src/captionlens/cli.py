@@ -1,0 +1,201 @@
+"""`captionlens` command line: thin wrappers over the Python API, one function per command.
+
+Errors the library raises for bad input (missing files, broken checkpoints or images, bad values)
+print as one `error: ...` line and exit with status 2; `_Main.invoke` does that for every command.
+Shared helpers (image-path expansion, device choice, JSON output) sit at the top; a new command is
+one more `@main.command()` function below them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from captionlens.data.datasets import FORMATS
+from captionlens.data.images import ImageLoadError
+from captionlens.evaluate.caption_metrics import METRICS
+from captionlens.models.checkpoints import CheckpointError
+from captionlens.models.encoders import BACKBONES, PretrainedWeightsMissing
+from captionlens.training import TrainConfig, pick_device
+
+LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MODELS = ("show-tell", "show-attend-tell")
+
+
+def expand_images(patterns: Sequence[str]) -> list[Path]:
+    """Files as given, the image files of folders (sorted, not recursive) and glob matches (sorted).
+
+    A name that is neither a folder nor matches anything is kept as it is, so that it fails later
+    with the same one-line "no such file" as any unreadable image.
+    """
+    paths: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif glob.has_magic(pattern):
+            paths += [Path(p) for p in sorted(glob.glob(pattern))] or [path]
+        else:
+            paths.append(path)
+    return paths
+
+
+def one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def train_default(name: str) -> Any:
+    """TrainConfig's default for an option, so the CLI and the Python API cannot drift apart."""
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+class _LibraryError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {one_line(self.message)}", err=True)
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LIBRARY_ERRORS as exc:
+            raise _LibraryError(str(exc)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="captionlens")
+def main() -> None:
+    """See what an image-captioning model looks at for each word it writes."""
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder or JSON file.")
+@click.option("--format", "format_", type=click.Choice(FORMATS), default=None, help="Guessed when left out.")
+@click.option("--model", type=click.Choice(MODELS), default=train_default("model"), show_default=True)
+@click.option("--backbone", type=click.Choice(BACKBONES), default=train_default("backbone"), show_default=True)
+@click.option("--pretrained/--no-pretrained", default=train_default("pretrained"), show_default=True,
+              help="ImageNet weights for a ResNet backbone.")
+@click.option("--fine-tune-encoder/--freeze-encoder", default=train_default("fine_tune_encoder"),
+              show_default=True)
+@click.option("--epochs", type=int, default=train_default("epochs"), show_default=True)
+@click.option("--batch-size", type=int, default=train_default("batch_size"), show_default=True,
+              help="Images per step, each with all its captions.")
+@click.option("--lr", type=float, default=train_default("lr"), show_default=True)
+@click.option("--image-size", type=int, default=train_default("image_size"), show_default=True)
+@click.option("--beam-size", type=int, default=train_default("beam_size"), show_default=True,
+              help="Beam of the validation captions.")
+@click.option("--val-limit", type=int, default=None, help="Validate on the first N val images only.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(train_default("out_dir")),
+              show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--seed", type=int, default=train_default("seed"), show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def train(format_: str | None, **options: Any) -> None:
+    """Train a captioning model; checkpoints, log and curves go to --out."""
+    from captionlens.training import train as run_training
+
+    result = run_training(TrainConfig(format=format_, **options))
+    click.echo(f"best val BLEU-4 {result.best_bleu4:.3f} in {result.seconds:.0f} s; "
+               f"best checkpoint {result.best_checkpoint}, last {result.last_checkpoint}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder or JSON file.")
+@click.option("--format", "format_", type=click.Choice(FORMATS), default=None, help="Guessed when left out.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--beam-size", type=int, default=3, show_default=True)
+@click.option("--max-length", type=int, default=20, show_default=True)
+@click.option("--limit", type=int, default=None, help="Evaluate the first N images only.")
+@click.option("--metric", "metrics", type=click.Choice(METRICS), multiple=True,
+              help="Repeat to pick metrics; all when left out (METEOR starts java: seconds).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result (with every caption) as JSON.")
+def evaluate(checkpoint: Path, data: Path, format_: str | None, split: str, beam_size: int, max_length: int,
+             limit: int | None, metrics: tuple[str, ...], device: str, as_json: bool) -> None:
+    """Caption a dataset split and score the captions (BLEU, ROUGE-L, CIDEr, METEOR when java is there)."""
+    from captionlens.evaluate.caption_metrics import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, data, split, beam_size, max_length, limit=limit, format=format_,
+                                 device=pick_device(device), metrics=metrics or METRICS)
+    if as_json:
+        print_json(result)
+        return
+    scores = result["metrics"]
+    click.echo(f"{scores['images']} {split} images, beam {beam_size}:")
+    for name, value in scores.items():
+        if isinstance(value, float):
+            click.echo(f"  {name:8s} {value:.4f}")
+    for name, reason in scores["skipped"].items():
+        click.echo(f"  {name:8s} skipped: {reason}")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--beam-size", type=int, default=3, show_default=True)
+@click.option("--max-length", type=int, default=20, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {image, caption, log_prob}.")
+def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_length: int, device: str,
+            as_json: bool) -> None:
+    """Caption IMAGES (files, folders or quoted globs). Unreadable ones are reported and skipped (exit 1)."""
+    from captionlens.evaluate.caption_metrics import caption_files
+    from captionlens.models.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    paths = expand_images(images)
+    if not paths:
+        raise ValueError(f"no image files in {', '.join(images)}")
+    results = caption_files(ckpt.model, paths, ckpt.vocab, beam_size, max_length)
+    good = [{"image": str(p), "caption": r.caption, "log_prob": r.score}
+            for p, r in zip(paths, results) if not isinstance(r, ImageLoadError)]
+    for result in results:
+        if isinstance(result, ImageLoadError):
+            click.echo(f"error: {one_line(result)}", err=True)
+    if as_json:
+        print_json(good)
+    else:
+        for row in good:
+            click.echo(f"{row['image']}\t{row['caption']}")
+    if len(good) < len(results):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("outputs/demo"), show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default="show-attend-tell", show_default=True)
+@click.option("--quick", is_flag=True, help="A few images and one epoch: checks the pipeline, not the model.")
+def demo(out_dir: Path, model: str, quick: bool) -> None:
+    """Generate shapes data, train the tiny model, evaluate it and caption three held-out images."""
+    from captionlens.demo import run_demo
+
+    result = run_demo(out_dir, model, quick, echo=click.echo)
+    click.echo("\nheld-out images:")
+    for row in result.captions:
+        click.echo(f"  {Path(row['image']).name}: {row['caption']}   (a reference: {row['reference']})")
+    metrics = result.test_metrics
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+    click.echo(f"\ntest split ({metrics['images']} images): {scores}")
+    click.echo("\nfiles:")
+    for name, path in result.files.items():
+        click.echo(f"  {name:16s} {path}")
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    click.echo(f"\ntimings: {timings}; total {sum(result.timings.values()):.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Training: teacher-forced cross-entropy, free-running validation BLEU-4, resumable checkpoints.
+
+`train(TrainConfig(data=...))` builds the vocabulary from the training captions, trains, and keeps
+`best.safetensors` (highest validation BLEU-4), `last.safetensors` and `last.train.pt` (optimizer,
+scheduler and grad-scaler state, read back with weights_only=True) in `out_dir`, with a JSONL log
+(`train_log.jsonl`, one line per epoch) and a loss/BLEU plot (`training_curves.png`).
+
+Each batch holds whole images with all their captions: the encoder (most of the compute) runs once
+per image, not once per caption. The defaults are the recipe for the tiny model on the synthetic
+shapes data (`captionlens demo`); a real dataset wants a ResNet backbone and more epochs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from captionlens.data.datasets import CaptionTrainingSet, load_dataset
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.evaluate.caption_metrics import evaluate_model
+from captionlens.models.base import CaptionModel
+from captionlens.models.checkpoints import build_model, load_checkpoint, save_checkpoint
+from captionlens.models.encoders import set_trunk_trainable
+
+LOG_NAME, PLOT_NAME, STATE_NAME = "train_log.jsonl", "training_curves.png", "last.train.pt"
+BEST_NAME, LAST_NAME = "best.safetensors", "last.safetensors"
+PRELOAD_BYTES = 2**30  # preload (decode once, keep as uint8) training sets up to this size
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as `train_config.json` next to the checkpoints."""
+
+    data: str | Path
+    format: str | None = None                 # kaggle | flickr | karpathy | shapes; None: guessed
+    model: str = "show-attend-tell"           # or "show-tell"
+    backbone: str = "tiny"                    # tiny | resnet18 | resnet34 | resnet50 | resnet101
+    pretrained: bool = False                  # ImageNet weights for a ResNet backbone
+    embed_size: int = 64
+    hidden_size: int = 256
+    attention_dim: int = 128                  # show-attend-tell only
+    grid_size: int | None = None              # show-attend-tell: pool the feature map to grid x grid; None keeps it
+    num_layers: int = 1                       # show-tell only
+    dropout: float = 0.1
+    epochs: int = 5
+    batch_size: int = 24                      # images per step (each with all its captions)
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"                  # cosine | step (x step_gamma every step_epochs epochs)
+    step_epochs: int = 2
+    step_gamma: float = 0.5
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+    fine_tune_encoder: bool = True            # False freezes the conv trunk (sensible with pretrained=True)
+    min_word_freq: int = 1
+    image_size: int = 96
+    max_length: int = 20                      # of validation captions
+    beam_size: int = 3                        # of validation captions
+    attention_lambda: float = 1.0             # doubly stochastic attention regularisation
+    out_dir: str | Path = "outputs/train"
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"                      # auto | cpu | cuda | cuda:N
+    amp: bool | None = None                   # None: on for CUDA, off otherwise
+    num_workers: int = 0
+    val_limit: int | None = None              # validate on the first N val images only
+    preload: bool | None = None               # None: when the decoded training images fit PRELOAD_BYTES
+    progress: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainResult:
+    """Where the run wrote its files, its per-epoch history, and the model as the last epoch left it."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_bleu4: float
+    model: CaptionModel
+    vocab: Vocabulary
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch spells it ("cpu", "cuda:1")."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class ImageCaptions(Dataset):
+    """Items are whole images with all their captions, from a `CaptionTrainingSet`'s (image, caption) pairs."""
+
+    def __init__(self, pairs: CaptionTrainingSet) -> None:
+        self.pairs = pairs
+        groups: dict[int, list[int]] = {}
+        for index, (image_index, _) in enumerate(pairs.pairs):
+            groups.setdefault(image_index, []).append(index)
+        self.groups = list(groups.values())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        group = self.groups[index]
+        return self.pairs[group[0]][0], [self.pairs.pairs[i][1] for i in group]
+
+
+def collate_images(batch: Sequence[tuple[torch.Tensor, list[torch.Tensor]]], pad_idx: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images (B, 3, s, s), captions (N, L) padded, owner (N,): the image row of each caption)."""
+    images = torch.stack([image for image, _ in batch])
+    captions = [c for _, caps in batch for c in caps]
+    owner = torch.tensor([i for i, (_, caps) in enumerate(batch) for _ in caps])
+    return images, pad_sequence(captions, batch_first=True, padding_value=pad_idx), owner
+
+
+def caption_loss(model: CaptionModel, images: torch.Tensor, captions: torch.Tensor, owner: torch.Tensor,
+                 pad_idx: int, attention_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, cross-entropy): the cross-entropy of every next word (<PAD> ignored), plus for attention
+    models the doubly stochastic penalty lambda * mean((1 - sum_t alpha_t)^2) over the non-pad steps
+    (Xu et al., 2015, eq. 14). The penalty never reaches 0 when a caption is shorter than the number of
+    regions, so the log reports the cross-entropy alone."""
+    features = model.encode(images).index_select(0, owner)
+    logits, alphas = model.teacher_forced(features, captions)
+    targets = captions[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=pad_idx)
+    if alphas is None or attention_lambda <= 0:
+        return ce, ce
+    coverage = (alphas.float() * (targets != pad_idx).unsqueeze(-1)).sum(1)
+    return ce + attention_lambda * ((1 - coverage) ** 2).mean(), ce
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to zero at the last epoch, or x step_gamma every step_epochs
+    epochs; stepped per batch. (Resuming with more epochs than the first run stretches the cosine.)"""
+    total, warmup = max(1, config.epochs * steps_per_epoch), config.warmup_steps
+    if config.schedule not in ("cosine", "step"):
+        raise ValueError(f"unknown LR schedule {config.schedule!r}; use cosine or step")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return config.step_gamma ** (step // (steps_per_epoch * config.step_epochs))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class _Run:
+    """The state a run carries from epoch to epoch, and what it writes after each."""
+
+    out: Path
+    model: CaptionModel
+    vocab: Vocabulary
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    history: list[dict[str, Any]]
+    best_bleu4: float = -1.0
+
+    def save_epoch(self, row: dict[str, Any]) -> None:
+        """Checkpoints (best when BLEU-4 improved, last always), optimizer state, log line, plot."""
+        self.history.append(row)
+        metrics = {"loss": row["train_loss"], "bleu4": row["val_bleu4"], "epoch": row["epoch"]}
+        if row["val_bleu4"] > self.best_bleu4:
+            self.best_bleu4 = row["val_bleu4"]
+            save_checkpoint(self.out / BEST_NAME, self.model, self.vocab, row["epoch"], metrics)
+        save_checkpoint(self.out / LAST_NAME, self.model, self.vocab, row["epoch"], metrics)
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(), "history": self.history, "best_bleu4": self.best_bleu4},
+                   self.out / STATE_NAME)
+        with open(self.out / LOG_NAME, "a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
+        plot_curves(self.history, self.out / PLOT_NAME)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a captioning model as `config` says; see the module doc for what it writes."""
+    start = time.perf_counter()
+    device = pick_device(config.device)
+    amp = device.type == "cuda" if config.amp is None else config.amp
+    if amp and device.type != "cuda":
+        raise ValueError("amp=True needs a CUDA device")
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    dataset = load_dataset(config.data, config.format)
+    train_split, val_split = dataset.split("train"), dataset.split("val")
+    if not len(train_split) or not len(val_split):
+        raise ValueError(f"{config.data}: needs images in both the train and the val split "
+                         f"(has {len(train_split)} and {len(val_split)})")
+    resumed = _resume_state(out, device) if config.resume else None
+    if resumed is None:
+        vocab = Vocabulary.build(train_split.all_captions(), config.min_word_freq)
+        model = _new_model(config, len(vocab)).to(device)
+        (out / LOG_NAME).unlink(missing_ok=True)
+    else:
+        model, vocab = resumed["model"], resumed["vocab"]
+    set_trunk_trainable(model.encoder, config.fine_tune_encoder)
+    pairs = CaptionTrainingSet(train_split, vocab, model.config["image_size"],
+                               preload=_preload(config, len(train_split)))
+    loader = DataLoader(ImageCaptions(pairs), batch_size=config.batch_size, shuffle=True,
+                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                        collate_fn=functools.partial(collate_images, pad_idx=vocab.pad_idx))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    run = _Run(out, model, vocab, optimizer, make_scheduler(optimizer, config, len(loader)),
+               torch.amp.GradScaler("cuda", enabled=amp), [])
+    first_epoch = 1
+    if resumed is not None:
+        for name in ("optimizer", "scheduler", "scaler"):
+            getattr(run, name).load_state_dict(resumed["train"][name])
+        run.history, run.best_bleu4 = resumed["train"]["history"], resumed["train"]["best_bleu4"]
+        first_epoch = resumed["epoch"] + 1
+    (out / "train_config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
+
+    for epoch in range(first_epoch, config.epochs + 1):
+        seed_everything(config.seed + epoch)  # shuffling and dropout depend on the epoch only: resumable
+        epoch_start = time.perf_counter()
+        loss, images_per_s = train_epoch(model, loader, optimizer, run.scheduler, run.scaler, config,
+                                         vocab.pad_idx, device, amp, f"epoch {epoch}/{config.epochs}")
+        val = evaluate_model(model, val_split.records[:config.val_limit], vocab, config.beam_size,
+                             config.max_length, metrics=("BLEU",))
+        run.save_epoch({"epoch": epoch, "train_loss": loss, "val_bleu4": val["metrics"]["BLEU-4"],
+                        "seconds": time.perf_counter() - epoch_start, "images_per_s": images_per_s,
+                        "lr": optimizer.param_groups[0]["lr"]})
+    return TrainResult(out, out / BEST_NAME, out / LAST_NAME, run.best_bleu4, model, vocab, run.history,
+                       time.perf_counter() - start)
+
+
+def _new_model(config: TrainConfig, vocab_size: int) -> CaptionModel:
+    common = {"vocab_size": vocab_size, "embed_size": config.embed_size, "hidden_size": config.hidden_size,
+              "backbone": config.backbone, "pretrained": config.pretrained, "dropout": config.dropout,
+              "image_size": config.image_size}
+    if config.model == "show-tell":
+        return build_model({"architecture": "show-tell", **common, "num_layers": config.num_layers})
+    if config.model == "show-attend-tell":
+        return build_model({"architecture": "show-attend-tell", **common, "attention_dim": config.attention_dim,
+                            "grid_size": config.grid_size})
+    raise ValueError(f"unknown model {config.model!r}; use show-tell or show-attend-tell")
+
+
+def _preload(config: TrainConfig, n_images: int) -> bool:
+    if config.preload is not None:
+        return config.preload
+    return n_images * 3 * config.image_size ** 2 <= PRELOAD_BYTES
+
+
+def _resume_state(out: Path, device: torch.device) -> dict[str, Any]:
+    """Model, vocabulary and epoch from last.safetensors; optimizer & co. from last.train.pt."""
+    for name in (LAST_NAME, STATE_NAME):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"cannot resume: {out / name} not found")
+    ckpt = load_checkpoint(out / LAST_NAME, device)
+    train_state = torch.load(out / STATE_NAME, map_location=device, weights_only=True)
+    return {"model": ckpt.model, "vocab": ckpt.vocab, "epoch": ckpt.epoch, "train": train_state}
+
+
+def train_epoch(model: CaptionModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                scaler: torch.amp.GradScaler, config: TrainConfig, pad_idx: int, device: torch.device,
+                amp: bool, desc: str = "training") -> tuple[float, float]:
+    """(mean cross-entropy, training images per second) over `batches` of `collate_images` (one epoch, or any
+    number of steps: benchmarks/gpu_check.py times it). AMP (autocast + grad scaling) when `amp`."""
+    model.train()
+    if not config.fine_tune_encoder:
+        model.encoder.resnet.eval()  # a frozen trunk keeps its BatchNorm statistics too
+    params = [p for p in model.parameters() if p.requires_grad]
+    total_loss, total_images, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False, disable=not config.progress)
+    for images, captions, owner in bar:
+        images, captions, owner = (t.to(device, non_blocking=True) for t in (images, captions, owner))
+        with torch.autocast(device.type, enabled=amp):
+            objective, ce = caption_loss(model, images, captions, owner, pad_idx, config.attention_lambda)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(objective).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += ce.item() * len(images)
+        total_images += len(images)
+        bar.set_postfix(loss=f"{ce.item():.3f}", img_s=f"{total_images / (time.perf_counter() - start):.0f}")
+    return total_loss / max(total_images, 1), total_images / (time.perf_counter() - start)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Training loss and validation BLEU-4 per epoch, side by side (Agg, no display needed)."""
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(9, 3.5))
+    loss_ax, bleu_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker="o")
+    loss_ax.set(title="training loss", xlabel="epoch")
+    bleu_ax.plot(epochs, [row["val_bleu4"] for row in history], marker="o", color="tab:green")
+    bleu_ax.set(title="validation BLEU-4", xlabel="epoch", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

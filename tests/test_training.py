@@ -1,0 +1,87 @@
+"""Training end to end on a tiny generated shapes set: checkpoints, log, plot, resume; and the loss
+against a per-caption brute-force computation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from captionlens.data.datasets import load_dataset
+from captionlens.data.images import load_image_tensor
+from captionlens.data.shapes import generate_shapes
+from captionlens.data.vocabulary import SPECIAL_TOKENS, tokenize
+from captionlens.models import ShowAttendTellModel, load_checkpoint
+from captionlens.training import TrainConfig, caption_loss, train
+
+TINY = {"embed_size": 16, "hidden_size": 32, "attention_dim": 16, "image_size": 32, "batch_size": 8,
+        "beam_size": 2, "max_length": 8, "progress": False, "warmup_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=4, n_test=2, image_size=32, seed=3)
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_one_epoch_writes_checkpoints_log_and_plot_and_the_checkpoint_captions_as_trained(shapes, tmp_path):
+    result = train(TrainConfig(data=shapes, format="shapes", epochs=1, out_dir=tmp_path / "run", **TINY))
+    for path in (result.best_checkpoint, result.last_checkpoint, tmp_path / "run" / "last.train.pt"):
+        assert path.is_file()
+    [row] = _log(tmp_path / "run")
+    assert row["epoch"] == 1 and row["train_loss"] > 0 and 0 <= row["val_bleu4"] <= 1 and row["images_per_s"] > 0
+    with Image.open(tmp_path / "run" / "training_curves.png") as plot:
+        assert plot.format == "PNG" and plot.width > 100
+
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert (ckpt.epoch, ckpt.metrics["epoch"]) == (1, 1) and ckpt.metrics["bleu4"] == row["val_bleu4"]
+    train_words = {t for r in load_dataset(shapes, "shapes").split("train") for c in r.captions for t in tokenize(c)}
+    assert set(ckpt.vocab.word2idx) == train_words | set(SPECIAL_TOKENS)
+    image, _ = load_image_tensor(shapes / "Images" / "test_00000.png", 32)
+    result.model.eval()
+    for beam in (1, 3):
+        assert (ckpt.model.generate_caption(image, ckpt.vocab, beam_size=beam)
+                == result.model.generate_caption(image, result.vocab, beam_size=beam))
+
+
+def test_resume_continues_where_the_last_run_stopped_and_matches_an_uninterrupted_run(shapes, tmp_path):
+    # The step schedule does not depend on the number of epochs, so 1 + 1 epochs must equal 2.
+    config = {"data": shapes, "format": "shapes", "schedule": "step", "step_epochs": 1, **TINY}
+    train(TrainConfig(epochs=1, out_dir=tmp_path / "split", **config))
+    resumed = train(TrainConfig(epochs=2, out_dir=tmp_path / "split", resume=True, **config))
+    assert [row["epoch"] for row in _log(tmp_path / "split")] == [1, 2]
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert load_checkpoint(resumed.last_checkpoint).epoch == 2
+
+    straight = train(TrainConfig(epochs=2, out_dir=tmp_path / "straight", **config))
+    for key, tensor in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], tensor, msg=key)
+
+
+def test_resume_without_a_previous_run_names_the_missing_file(shapes, tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.safetensors"):
+        train(TrainConfig(data=shapes, epochs=1, out_dir=tmp_path / "empty", resume=True, **TINY))
+
+
+def test_loss_equals_per_caption_cross_entropy_plus_attention_penalty():
+    torch.manual_seed(0)
+    model = ShowAttendTellModel(12, embed_size=8, hidden_size=16, attention_dim=8, backbone="tiny", grid_size=2).eval()
+    images = torch.randn(2, 3, 32, 32)
+    captions = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 8, 9, 10, 2]])   # 0 = <PAD>
+    owner = torch.tensor([0, 0, 1])
+    lam = 0.7
+    with torch.no_grad():
+        got, got_ce = caption_loss(model, images, captions, owner, pad_idx=0, attention_lambda=lam)
+        nll, count, penalty = 0.0, 0, []
+        for caption, image in zip(captions, owner):
+            real = caption[caption != 0].unsqueeze(0)                       # unpadded, one caption at a time
+            log_probs, alphas = model.word_log_probs(model.encode(images[image:image + 1]), real)
+            nll -= float(log_probs.sum())
+            count += log_probs.numel()
+            penalty.append(((1 - alphas[0].sum(0)) ** 2).mean())
+    assert float(got_ce) == pytest.approx(nll / count, rel=1e-5)
+    assert float(got) == pytest.approx(nll / count + lam * float(torch.stack(penalty).mean()), rel=1e-5)
