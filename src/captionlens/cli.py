@@ -60,6 +60,11 @@ def train_default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
+def comma_list(value: str) -> list[str]:
+    """"gradcam, lime" -> ["gradcam", "lime"]: the --methods and --keywords syntax."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class _LibraryError(click.ClickException):
     exit_code = 2
 
@@ -172,6 +177,64 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
         for row in good:
             click.echo(f"{row['image']}\t{row['caption']}")
     if len(good) < len(results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--methods", default="gradcam", show_default=True,
+              help="Comma-separated: gradcam, gradcam++, attention (Show-Attend-Tell), lime, occlusion.")
+@click.option("--beam-size", type=int, default=3, show_default=True)
+@click.option("--max-length", type=int, default=20, show_default=True)
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/explain"), show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Images explained together.")
+@click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete.")
+@click.option("--lime-samples", type=int, default=1000, show_default=True, help="Perturbed images per LIME run.")
+def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
+            output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int) -> None:
+    """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
+    explanation files, index.html and summary.json in --output-dir. Unreadable images are reported and
+    skipped (exit 1)."""
+    from captionlens.export import export_explanations
+    from captionlens.models.checkpoints import load_checkpoint
+
+    names = comma_list(methods)
+    settings = {"lime": {"num_samples": lime_samples}} if "lime" in names else {}
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    summary = export_explanations(ckpt.model, expand_images(images), output_dir, names, beam_size=beam_size,
+                                  max_length=max_length, batch_size=batch_size, resume=resume, settings=settings)
+    click.echo(f"{len(summary.done)} explained, {len(summary.skipped)} already done, {len(summary.failed)} failed "
+               f"in {summary.seconds:.1f} s; summary: {output_dir / 'summary.json'}")
+    if summary.index_html:
+        click.echo(f"report: {summary.index_html}")
+    if not summary.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--images", multiple=True, required=True, help="Files, folders or quoted globs; repeat for more.")
+@click.option("--keywords", required=True, help="Comma-separated words, e.g. dog,person,ball.")
+@click.option("--limit", type=int, default=100, show_default=True, help="Caption the first N images only.")
+@click.option("--method", default="gradcam", show_default=True, help="One explanation method.")
+@click.option("--beam-size", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/focus"), show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, method: str, beam_size: int,
+          batch_size: int, output_dir: Path, device: str) -> None:
+    """Where the model looks for each keyword: captions the images once, explains the word in every caption
+    that has it, and writes each keyword's maps and their mean to --output-dir. Unreadable images: exit 1."""
+    from captionlens.focus import keyword_focus, save_focus
+    from captionlens.models.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    result = keyword_focus(ckpt.model, expand_images(images), comma_list(keywords), method, limit=limit,
+                           beam_size=beam_size, batch_size=batch_size)
+    click.echo(f"wrote {save_focus(result, output_dir)}")
+    if result.failed:
         sys.exit(1)
 
 
