@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import captionlens.focus as focus_module
 from captionlens.cli import main
@@ -94,3 +95,16 @@ def test_focus_prints_matches_writes_json_and_fails_on_bad_images(tmp_path: Path
     bad = run("focus", "--checkpoint", checkpoint, "--images", tmp_path / "nothing.jpg", "--keywords", "dog",
               "--output-dir", out)
     assert bad.exit_code == 1 and "nothing.jpg" in bad.stderr
+
+
+def test_quick_demo_ends_with_a_report_and_writes_docs_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("demo", "--out", "demo", "--quick", "--docs")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
+    assert len(summary["done"]) == 2 and summary["failed"] == []
+    assert summary["methods"] == ["gradcam", "gradcam++", "attention", "lime", "occlusion"]
+    assert "demo/report/index.html" in result.stdout and "report " in result.stdout.split("timings:")[1]
+    for name in ("demo-word-grid.png", "demo-method-comparison.png"):
+        with Image.open(tmp_path / "docs" / "images" / name) as png:
+            assert png.mode == "P"  # 256-colour palette: small enough to commit

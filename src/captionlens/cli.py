@@ -242,11 +242,13 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("outputs/demo"), show_default=True)
 @click.option("--model", type=click.Choice(MODELS), default="show-attend-tell", show_default=True)
 @click.option("--quick", is_flag=True, help="A few images and one epoch: checks the pipeline, not the model.")
-def demo(out_dir: Path, model: str, quick: bool) -> None:
-    """Generate shapes data, train the tiny model, evaluate it and caption three held-out images."""
+@click.option("--docs", is_flag=True, help="Also write a word grid and a method comparison PNG to docs/images/.")
+def demo(out_dir: Path, model: str, quick: bool, docs: bool) -> None:
+    """Generate shapes data, train the tiny model, evaluate it, caption three held-out images and write an
+    HTML report explaining six of them with every method."""
     from captionlens.demo import run_demo
 
-    result = run_demo(out_dir, model, quick, echo=click.echo)
+    result = run_demo(out_dir, model, quick, echo=click.echo, docs_dir=Path("docs/images") if docs else None)
     click.echo("\nheld-out images:")
     for row in result.captions:
         click.echo(f"  {Path(row['image']).name}: {row['caption']}   (a reference: {row['reference']})")

@@ -16,17 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from captionlens.data.datasets import load_dataset
 from captionlens.data.shapes import generate_shapes
 from captionlens.evaluate.caption_metrics import caption_files, evaluate_model
+from captionlens.explain.result import CaptionExplanation
+from captionlens.export import EXPLANATION, ExportSummary, export_explanations
 from captionlens.models.checkpoints import load_checkpoint
 from captionlens.training import TrainConfig, TrainResult, train
+from captionlens.viz.figures import method_comparison, save_figure, word_grid
 
 # (train, val, test) images; the full demo's are what the BLEU target was measured with.
 DEMO_SIZES = {"full": (1500, 100, 200), "quick": (64, 8, 16)}
 DEMO_EPOCHS = {"full": 4, "quick": 1}
 N_CAPTIONED = 3
+# The report step: (held-out images, LIME samples, longest caption); coarse occlusion patches keep it fast.
+REPORT_SIZES = {"full": (6, 300, 20), "quick": (2, 50, 5)}
+REPORT_METHODS = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
+REPORT_SETTINGS = {"occlusion": {"window": 24, "stride": 12}}
+DOCS_DPI = 80
 
 
 @dataclass
@@ -61,8 +70,9 @@ def demo_config(data: Path, out_dir: Path, model: str = "show-attend-tell", quic
 
 
 def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick: bool = False,
-             echo: Callable[[str], None] = print) -> DemoResult:
-    """Run every step of the demo into `out_dir` (data/, train/, evaluation.json, captions.json)."""
+             echo: Callable[[str], None] = print, docs_dir: str | os.PathLike | None = None) -> DemoResult:
+    """Run every step of the demo into `out_dir` (data/, train/, evaluation.json, captions.json, report/);
+    with `docs_dir`, also write a word grid and a method comparison there as small PNGs (for the README)."""
     out = Path(out_dir)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     steps = _Steps(echo)
@@ -83,10 +93,35 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
         captions = [{"image": str(r.image_path), "caption": d.caption, "reference": r.captions[0]}
                     for r, d in zip(shown, decoded)]
         _write_json(out / "captions.json", captions)
+    n_report, lime_samples, max_length = REPORT_SIZES["quick" if quick else "full"]
+    methods = [m for m in REPORT_METHODS if m != "attention" or best.model.has_attention]
+    with steps.timed("report", f"explaining {n_report} held-out images with {', '.join(methods)} ..."):
+        report = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
+                                     methods, max_length=max_length, figures=(), progress=False,
+                                     settings={**REPORT_SETTINGS, "lime": {"num_samples": lime_samples}})
+        docs = _docs_figures(report, Path(docs_dir)) if docs_dir else {}
     files = {"data": data, "checkpoint": trained.last_checkpoint, "best checkpoint": trained.best_checkpoint,
              "training log": trained.out_dir / "train_log.jsonl", "curves": trained.out_dir / "training_curves.png",
-             "evaluation": out / "evaluation.json", "captions": out / "captions.json"}
+             "evaluation": out / "evaluation.json", "captions": out / "captions.json", "report": report.index_html,
+             **docs}
     return DemoResult(out, trained, evaluation["metrics"], captions, steps.timings, files)
+
+
+def _docs_figures(report: ExportSummary, docs_dir: Path) -> dict[str, Path]:
+    """Grad-CAM word grid and method comparison of the report's shortest caption, as 256-colour PNGs."""
+    explanations = [CaptionExplanation.load(report.out_dir / done["folder"] / EXPLANATION) for done in report.done]
+    explanations = [e for e in explanations if e.tokens]
+    if not explanations:
+        return {}
+    expl = min(explanations, key=lambda e: len(e.tokens))
+    figures = {"docs word grid": (word_grid(expl, "gradcam"), docs_dir / "demo-word-grid.png"),
+               "docs comparison": (method_comparison(expl), docs_dir / "demo-method-comparison.png")}
+    for fig, path in figures.values():
+        save_figure(fig, path, dpi=DOCS_DPI)
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(256)
+        small.save(path, optimize=True)
+    return {name: path for name, (_, path) in figures.items()}
 
 
 def _write_json(path: Path, data: Any) -> None:
