@@ -72,9 +72,10 @@ class _Job:
 
 
 def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                        methods: Sequence[str] = ("gradcam",), beam_size: int = 3, max_length: int = 20,
-                        batch_size: int = 8, resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
-                        figures: Sequence[str] = ("grid", "comparison"), progress: bool = True) -> ExportSummary:
+                        methods: Sequence[str] = ("gradcam",), beam_size: int = 3, batch_size: int = 8,
+                        resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
+                        figures: Sequence[str] = ("grid", "comparison"), progress: bool = True,
+                        max_length: int = 20) -> ExportSummary:
     """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
 
     Images are explained `batch_size` at a time; an unreadable image or one whose explanation fails is

@@ -80,9 +80,9 @@ class FocusResult:
 
 
 def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike], keywords: Sequence[str],
-                  method: str = "gradcam", limit: int = 100, beam_size: int = 1, max_length: int = 20,
-                  batch_size: int = 16,
-                  size: int = 64, settings: dict[str, Any] | None = None, verbose: bool = True) -> FocusResult:
+                  method: str = "gradcam", limit: int = 100, beam_size: int = 1, batch_size: int = 16,
+                  size: int = 64, max_length: int = 20, settings: dict[str, Any] | None = None,
+                  verbose: bool = True) -> FocusResult:
     """Caption the first `limit` images, then collect each keyword's maps (see the module doc).
 
     `settings` are the method's keyword arguments (e.g. {"num_samples": 300} for LIME).
