@@ -141,20 +141,10 @@ def _check_arguments(model: CaptionModel, image_paths: Sequence[Any], methods: l
         raise ValueError("no explanation methods given")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    check_methods(model, methods)
+    api.check_methods(model, methods)
     bad_figures = [f for f in figures if f not in FIGURES]
     if bad_figures:
         raise ValueError(f"unknown figure(s) {bad_figures}; choose from {FIGURES}")
-
-
-def check_methods(model: CaptionModel, methods: Sequence[str]) -> None:
-    """Raise one ValueError for a method name that does not exist or that `model` cannot run."""
-    api._import_methods()
-    unknown = [m for m in methods if m not in api.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(api.METHODS)}")
-    if "attention" in methods and not model.has_attention:
-        raise ValueError(f"'attention' needs a Show-Attend-Tell model; {type(model).__name__} has no attention")
 
 
 def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:

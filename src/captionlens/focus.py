@@ -28,7 +28,7 @@ from captionlens.data.vocabulary import tokenize
 from captionlens.evaluate.caption_metrics import caption_files
 from captionlens.explain.api import explain_batch
 from captionlens.explain.maps import normalize_maps
-from captionlens.export import check_methods
+from captionlens.explain.api import check_methods
 from captionlens.models.base import CaptionModel
 from captionlens.viz.figures import save_figure
 from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, peak_normalize, resize_map

@@ -13,7 +13,8 @@ from captionlens.models import beam_search, decode, greedy
 def _reference_beam(model, features, vocab, k, max_length, length_penalty=0.0):
     """Textbook beam search for one image: expand every live hypothesis by every word, keep the k best;
     a hypothesis ends at <END>; the ended one with the best score / length**length_penalty wins
-    (the best live one if none ended)."""
+    (the best live one if none ended). <START> and <PAD> are never words."""
+    never = {vocab.start_idx, vocab.pad_idx}
     beams = [(0.0, [], model.init_state(features), False)]
     for _ in range(max_length):
         candidates = []
@@ -24,6 +25,8 @@ def _reference_beam(model, features, vocab, k, max_length, length_penalty=0.0):
             token = torch.tensor([ids[-1] if ids else vocab.start_idx])
             logits, new_state, _ = model.step(token, state)
             for word, lp in enumerate(logits.log_softmax(-1)[0].tolist()):
+                if word in never:
+                    continue
                 candidates.append((score + lp, ids + [word], new_state, word == vocab.end_idx))
         beams = sorted(candidates, key=lambda c: -c[0])[:k]
         if all(b[3] for b in beams):
@@ -94,7 +97,7 @@ def test_wide_beam_finds_the_exhaustive_optimum_and_beats_greedy(kind, make_mode
     the best of all (V-1)**3 three-word captions, each scored by brute-force teacher forcing."""
     model = make_model(kind, seed=3, sharpen=3.0, end_bias=-1e4)
     feats = features(model, 2)
-    words = [i for i in range(len(vocab)) if i != vocab.end_idx]
+    words = [i for i in range(len(vocab)) if i not in (vocab.end_idx, vocab.start_idx, vocab.pad_idx)]
     captions = torch.tensor([[vocab.start_idx, *ids] for ids in itertools.product(words, repeat=3)])
     beam = beam_search(model, feats, vocab, beam_size=len(vocab) ** 2, max_length=3)
     greedy_result = greedy(model, feats, vocab, 3)
@@ -146,3 +149,15 @@ def test_attention_weights_of_every_word_sum_to_one(beam, make_model, features, 
         assert decoded.alphas.shape == (len(decoded.words), 9)
         assert (decoded.alphas >= 0).all()
         torch.testing.assert_close(decoded.alphas.sum(1), torch.ones(len(decoded.words)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_start_and_pad_are_never_generated(kind, beam, make_model, vocab):
+    """Even when the model prefers them (an untrained model can), <START> and <PAD> are not words."""
+    model = make_model(kind)
+    with torch.no_grad():
+        model.decoder.fc.bias[[vocab.start_idx, vocab.pad_idx]] = 50.0
+        model.decoder.fc.bias[vocab.end_idx] = -1e4  # so real words must be chosen
+    for decoded in decode(model, torch.randn(3, 3, 32, 32), vocab, max_length=5, beam_size=beam):
+        assert len(decoded.token_ids) == 5
+        assert not {vocab.start_idx, vocab.pad_idx} & set(decoded.token_ids)

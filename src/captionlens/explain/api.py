@@ -57,6 +57,15 @@ def register(name: str) -> Callable[[MethodFn], MethodFn]:
     return wrap
 
 
+def check_methods(model: CaptionModel, methods: Sequence[str]) -> None:
+    """Raise one ValueError for a method name that does not exist or that `model` cannot run."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    if "attention" in methods and not model.has_attention:
+        raise ValueError(f"'attention' needs a Show-Attend-Tell model; {type(model).__name__} has no attention")
+
+
 def _as_pil(image: ImageLike) -> tuple[Image.Image, str | None]:
     if isinstance(image, (str, Path)):
         return load_image(image), str(image)
@@ -109,10 +118,7 @@ def explain_batch(model: CaptionModel, images: Sequence[ImageLike], methods: Seq
     """`explain` for many images: the encoder runs once per image (its target-layer activations are
     reused by decoding, scoring and the gradient methods), captions are decoded in one batch, then
     each method runs per image."""
-    _import_methods()
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    check_methods(model, methods)
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"{len(captions)} captions given for {len(images)} images")
     vocab = _resolve_vocab(model, vocab)
@@ -161,15 +167,3 @@ def _explain_one(ctx: ExplainContext, features: torch.Tensor, methods: Sequence[
         maps.seconds = time.perf_counter() - start
         result.methods[name] = maps
     return result
-
-
-def _import_methods() -> None:
-    """Import the method modules so that their @register decorators run."""
-    import importlib
-
-    for module in ("gradcam", "attention", "lime", "occlusion"):
-        try:
-            importlib.import_module(f"captionlens.explain.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"captionlens.explain.{module}":
-                raise

@@ -33,6 +33,13 @@ class Decoded:
         return sum(self.log_probs) + (self.end_log_prob or 0.0)
 
 
+def _word_log_probs(logits: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """Log-probabilities of the next word, with <START> and <PAD> ruled out: they are never words."""
+    log_probs = logits.float().log_softmax(-1)
+    log_probs[:, [vocab.start_idx, vocab.pad_idx]] = float("-inf")
+    return log_probs
+
+
 def _reorder(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(s.index_select(0, index) for s in state)
 
@@ -55,8 +62,7 @@ def greedy(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_l
     done = torch.zeros(batch, dtype=torch.bool, device=features.device)
     for _ in range(max_length):
         logits, state, alpha = model.step(tokens, state)
-        log_probs = logits.float().log_softmax(-1)
-        logp, tokens = log_probs.max(-1)
+        logp, tokens = _word_log_probs(logits, vocab).max(-1)
         ids.append(tokens)
         logps.append(logp)
         if alpha is not None:
@@ -94,7 +100,7 @@ def beam_search(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, 
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)
     for _ in range(max_length):
         logits, state, alpha = model.step(tokens, state)
-        log_probs = logits.float().log_softmax(-1)
+        log_probs = _word_log_probs(logits, vocab)
         frozen = torch.full_like(log_probs, float("-inf"))
         frozen[:, vocab.pad_idx] = 0.0
         log_probs = torch.where(finished.unsqueeze(1), frozen, log_probs)
