@@ -34,6 +34,10 @@ def make_model(vocab: Vocabulary) -> Callable[..., CaptionModel]:
         common = {"embed_size": 16, "hidden_size": 32, "backbone": "tiny", "image_size": 32}
         model = (CNNLSTMModel(len(vocab), **common) if kind == "show-tell"
                  else ShowAttendTellModel(len(vocab), attention_dim=16, grid_size=3, **common))
+        torch.manual_seed(seed)  # the decoder's weights must not depend on how many the encoder drew
+        for module in model.decoder.modules():
+            if module is not model.decoder and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         with torch.no_grad():
             for p in model.decoder.parameters():
                 p.mul_(sharpen)

@@ -72,12 +72,12 @@ def test_batched_beam_search_equals_one_image_at_a_time(kind, beam, make_model, 
         assert together.score == pytest.approx(alone.score, abs=1e-4)
 
 
-# (kind, seed, sharpen, end_bias, max_length, beam, length_penalty); in the last three a caption that
+# (kind, seed, sharpen, end_bias, max_length, beam, length_penalty); in the last four a caption that
 # ended must win over a better-scoring one that max_length cut short, or length_penalty changes the winner.
 TEXTBOOK_CASES = [("show-tell", 2, 1.5, 0.0, 10, 3, 0.0), ("show-tell", 2, 1.5, 0.0, 10, 5, 0.0),
                   ("show-attend-tell", 2, 1.5, 0.0, 10, 3, 0.0), ("show-attend-tell", 2, 1.5, 0.0, 10, 5, 0.0),
-                  ("show-tell", 0, 3.0, 0.5, 4, 5, 0.0), ("show-attend-tell", 2, 3.0, 1.0, 4, 5, 0.0),
-                  ("show-attend-tell", 2, 1.5, 1.0, 10, 5, 1.0)]
+                  ("show-tell", 4, 1.5, 0.0, 4, 5, 0.0), ("show-attend-tell", 7, 1.5, 0.0, 4, 5, 0.0),
+                  ("show-tell", 0, 1.5, 0.0, 10, 5, 1.0), ("show-attend-tell", 0, 1.5, 0.5, 10, 5, 1.0)]
 
 
 @pytest.mark.parametrize("case", TEXTBOOK_CASES)
@@ -95,7 +95,7 @@ def test_beam_search_matches_textbook_beam_search(case, make_model, features, vo
 def test_wide_beam_finds_the_exhaustive_optimum_and_beats_greedy(kind, make_model, features, vocab):
     """With <END> ruled out, max_length 3 and beam V**2 nothing is pruned: beam search must return
     the best of all (V-1)**3 three-word captions, each scored by brute-force teacher forcing."""
-    model = make_model(kind, seed=3, sharpen=3.0, end_bias=-1e4)
+    model = make_model(kind, seed=0, sharpen=3.0, end_bias=-1e4)
     feats = features(model, 2)
     words = [i for i in range(len(vocab)) if i not in (vocab.end_idx, vocab.start_idx, vocab.pad_idx)]
     captions = torch.tensor([[vocab.start_idx, *ids] for ids in itertools.product(words, repeat=3)])
@@ -130,7 +130,7 @@ def test_caption_without_end_stops_at_max_length(kind, beam, make_model, feature
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_decoded_log_probs_equal_teacher_forced_ones(kind, beam, make_model, features, vocab):
-    model = make_model(kind, seed=4, end_bias=0.5)
+    model = make_model(kind, seed=12, end_bias=0.5)
     feats = features(model, 5)
     results = decode_from_features(model, feats, vocab, beam)
     assert any(d.ended and d.token_ids for d in results)
