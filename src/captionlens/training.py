@@ -7,10 +7,10 @@ scheduler and grad-scaler state, read back with weights_only=True) in `out_dir`,
 
 Each batch holds whole images with all their captions: the encoder runs once per image, not once per
 caption. The defaults are the recipe for the tiny Show-Attend-Tell model on the synthetic shapes data
-(`captionlens demo`: test BLEU-4 0.67 after 5 epochs of 1500 images, about 95 s on two CPU cores); a
-real dataset wants a ResNet backbone, grid_size 7 and more epochs. The attention penalty is off by
-default: with 144 regions and ~10 words it can only pull attention towards uniform, and it slowed
-learning on the shapes data.
+(`captionlens demo`: test BLEU-4 about 0.65 after 5 epochs of 1500 images, 70-95 s on two CPU cores);
+a real dataset wants a ResNet backbone (its 7x7 map at 224 px needs no pooling) and more epochs. The
+attention penalty is off by default: with 144 regions and ~10 words it can only pull attention
+towards uniform, and it slowed learning on the shapes data.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,7 +82,7 @@ class TrainConfig:
     num_workers: int = 0
     val_limit: int | None = None              # validate on the first N val images only
     preload: bool | None = None               # None: when the decoded training images fit PRELOAD_BYTES
-    progress: bool = True
+    progress: bool = True                     # a progress bar, when stderr is a terminal
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -257,9 +258,13 @@ def train(config: TrainConfig) -> TrainResult:
                                          vocab.pad_idx, device, amp, f"epoch {epoch}/{config.epochs}")
         val = evaluate_model(model, val_split.records[:config.val_limit], vocab, config.beam_size,
                              config.max_length, metrics=("BLEU",))
-        run.save_epoch({"epoch": epoch, "train_loss": loss, "val_bleu4": val["metrics"]["BLEU-4"],
-                        "seconds": time.perf_counter() - epoch_start, "images_per_s": images_per_s,
-                        "lr": optimizer.param_groups[0]["lr"]})
+        row = {"epoch": epoch, "train_loss": loss, "val_bleu4": val["metrics"]["BLEU-4"],
+               "seconds": time.perf_counter() - epoch_start, "images_per_s": images_per_s,
+               "lr": optimizer.param_groups[0]["lr"]}
+        run.save_epoch(row)
+        if config.progress:
+            tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.3f}, val BLEU-4 {row['val_bleu4']:.3f}, "
+                       f"{row['seconds']:.1f} s, {images_per_s:.0f} images/s", file=sys.stderr)
     return TrainResult(out, out / BEST_NAME, out / LAST_NAME, run.best_bleu4, model, vocab, run.history,
                        time.perf_counter() - start)
 
@@ -303,7 +308,8 @@ def train_epoch(model: CaptionModel, batches: Iterable[tuple[torch.Tensor, torch
         model.encoder.resnet.eval()  # a frozen trunk keeps its BatchNorm statistics too
     params = [p for p in model.parameters() if p.requires_grad]
     total_loss, total_images, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False, disable=not config.progress)
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False,
+               disable=None if config.progress else True)  # None: only on a terminal
     for images, captions, owner in bar:
         images, captions, owner = (t.to(device, non_blocking=True) for t in (images, captions, owner))
         with torch.autocast(device.type, enabled=amp):
