@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made torch 3-20x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install clean benchmark
 
