@@ -3,7 +3,7 @@
     python benchmarks/bench_explain.py [--quick] [--device cpu|cuda] [--repeats N] [--json OUT]
 
 Each section is a function `(args) -> rows` (rows: dicts with the same keys) listed in SECTIONS;
-to add one (e.g. LIME: `from lime_bench import run_lime_rows`), append a `(title, function)` pair.
+to add one, append a `(title, function)` pair.
 `explanation_throughput` is the images/s figure benchmarks/gpu_check.py reports.
 
 OpenMP threads sleep rather than spin while they wait (OMP_WAIT_POLICY=PASSIVE unless set), read
@@ -29,6 +29,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, synchronize  # noqa: E402
+from lime_bench import lime_section  # noqa: E402
 
 from captionlens.explain.gradcam import gradcam_batch  # noqa: E402
 
@@ -42,6 +43,7 @@ def gradcam_section(args: argparse.Namespace) -> Rows:
 
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], Rows]]] = [
     ("Whole-caption Grad-CAM (12 words, one image)", gradcam_section),
+    ("LIME for every word (same N and superpixels)", lime_section),
 ]
 
 
