@@ -25,7 +25,7 @@ def attention(ctx: ExplainContext, sigma: float = 0.5) -> MethodMaps:
         raise ValueError(f"attention sigma must be >= 0 grid cells, got {sigma}")
     with torch.no_grad():
         grid = model.encoder.resnet[ctx.split.index + 1:](ctx.activations)  # (1, C, gh, gw) after the pooling
-        _, alphas = model.teacher_forced(model.encoder.head(grid), ctx.captions)
+        _, alphas = model.teacher_forced_hidden(model.encoder.head(grid), ctx.captions)
     alphas = alphas[0, :ctx.num_words].float().cpu().numpy()  # step t wrote word t; the last step wrote <END>
     grid_hw = tuple(grid.shape[2:])
     raw = alphas.reshape(ctx.num_words, *grid_hw)

@@ -29,7 +29,7 @@ from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.api import ExplainContext, register
 from captionlens.explain.maps import upsample
 from captionlens.explain.result import MethodMaps
-from captionlens.explain.scoring import LayerSplit, Score, caption_tensor, scores_from_features
+from captionlens.explain.scoring import LayerSplit, Score, caption_tensor, scores_at
 from captionlens.models.base import CaptionModel
 
 CamKind = Literal["gradcam", "gradcam++"]
@@ -86,8 +86,7 @@ def word_cams(model: CaptionModel, split: LayerSplit, activations: torch.Tensor,
         leaf = (acts.mean((2, 3)) if pooled else acts.detach()).requires_grad_()
         with torch.enable_grad():
             features = model.encoder.head(leaf[:, :, None, None]) if pooled else split.upper(leaf)
-            scores = scores_from_features(model, features, captions[image_idx], score)
-            target = scores.gather(1, word_idx[:, None]).sum()
+            target = scores_at(model, features, captions[image_idx], word_idx, score).sum()
             (grads,) = torch.autograd.grad(target, leaf)
         if pooled:
             grads = grads[:, :, None, None] / (acts.size(2) * acts.size(3))

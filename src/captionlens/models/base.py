@@ -24,8 +24,9 @@ class CaptionModel(nn.Module):
     Subclasses provide `encoder`, `decoder`, `config` and:
       - `init_state(features) -> state`: a tuple of batch-first tensors;
       - `step(tokens, state) -> (logits, state, alpha | None)`: one decoder step;
-      - `teacher_forced(features, captions) -> (logits (B, L-1, V), alphas | None)`, where
-        captions are `<START> w1 .. wn <END>` and position i predicts captions[:, i + 1].
+      - `teacher_forced_hidden(features, captions) -> (hidden (B, L-1, H), alphas | None)`, where
+        captions are `<START> w1 .. wn <END>` and position i's hidden state predicts captions[:, i + 1]
+        through `output_logits` (kept apart so explanations can project only the positions they score).
     """
 
     has_attention: bool = False
@@ -34,6 +35,15 @@ class CaptionModel(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits from decoder hidden states (any leading shape)."""
+        return self.decoder.fc(self.decoder.dropout(hidden))
+
+    def teacher_forced(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, L-1, V) for every position of `captions`, and the attention weights if any."""
+        hidden, alphas = self.teacher_forced_hidden(features, captions)
+        return self.output_logits(hidden), alphas
 
     def word_log_probs(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """log p(captions[:, i+1] | image, captions[:, :i+1]) for every position, (B, L-1), and alphas."""

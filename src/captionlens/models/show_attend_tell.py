@@ -61,22 +61,27 @@ class ShowAttendTellModel(CaptionModel):
         d = self.decoder
         return d.init_h(mean), d.init_c(mean), features, d.attention.encoder_att(features)
 
-    def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
+    def _advance(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """One step up to the new hidden state: (state, alpha)."""
         h, c, features, projected = state
         d = self.decoder
         context, alpha = d.attention(features, projected, h)
         context = torch.sigmoid(d.f_beta(h)) * context
         h, c = d.lstm(torch.cat([d.embed(tokens), context], dim=1), (h, c))
-        return d.fc(d.dropout(h)), (h, c, features, projected), alpha
+        return (h, c, features, projected), alpha
 
-    def teacher_forced(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        state, alpha = self._advance(tokens, state)
+        return self.output_logits(state[0]), state, alpha
+
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.init_state(features)
-        logits, alphas = [], []
+        hiddens, alphas = [], []
         for t in range(captions.size(1) - 1):
-            step_logits, state, alpha = self.step(captions[:, t], state)
-            logits.append(step_logits)
+            state, alpha = self._advance(captions[:, t], state)
+            hiddens.append(state[0])
             alphas.append(alpha)
-        return torch.stack(logits, 1), torch.stack(alphas, 1)
+        return torch.stack(hiddens, 1), torch.stack(alphas, 1)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> CaptionOutput:
         logits, alphas = self.teacher_forced(self.encoder(images), captions)

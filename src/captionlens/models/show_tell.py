@@ -20,11 +20,14 @@ class DecoderRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_size, vocab_size)
 
-    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        """Logits (B, L, V) for inputs [feature, embed(captions[:, :-1])]: position 0 predicts <START>."""
+    def hiddens(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """LSTM outputs (B, L, H) for inputs [feature, embed(captions[:, :-1])]: position 0 predicts <START>."""
         inputs = torch.cat([features.unsqueeze(1), self.embed(captions[:, :-1])], dim=1)
-        hiddens, _ = self.lstm(inputs)
-        return self.fc(self.dropout(hiddens))
+        return self.lstm(inputs)[0]
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, L, V), position 0 predicting <START>."""
+        return self.fc(self.dropout(self.hiddens(features, captions)))
 
 
 class CNNLSTMModel(CaptionModel):
@@ -44,8 +47,8 @@ class CNNLSTMModel(CaptionModel):
         logits = self.decoder(self.encoder(images), captions)
         return CaptionOutput(logits, captions, None)
 
-    def teacher_forced(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.decoder(features, captions)[:, 1:], None
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.decoder.hiddens(features, captions)[:, 1:], None
 
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Feed the image feature; the state is (h, c) with the batch first."""
@@ -55,4 +58,4 @@ class CNNLSTMModel(CaptionModel):
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
         h, c = (s.transpose(0, 1).contiguous() for s in state)
         out, (h, c) = self.decoder.lstm(self.decoder.embed(tokens).unsqueeze(1), (h, c))
-        return self.decoder.fc(out.squeeze(1)), (h.transpose(0, 1), c.transpose(0, 1)), None
+        return self.output_logits(out.squeeze(1)), (h.transpose(0, 1), c.transpose(0, 1)), None
