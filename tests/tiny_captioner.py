@@ -29,7 +29,7 @@ def tiny_model(attention: bool = False, seed: int = 0) -> CaptionModel:
     return calibrate_batchnorm(model)
 
 
-def calibrate_batchnorm(model: CaptionModel) -> CaptionModel:
+def calibrate_batchnorm(model: CaptionModel, image_size: int = IMAGE_SIZE) -> CaptionModel:
     """Running statistics from one batch of noise, then eval mode: with fresh statistics the tiny trunk's
     activations fade layer by layer, so word scores would hardly depend on the image (as a trained
     model's do) and signed maps (occlusion, LIME) would be all zero."""
@@ -39,7 +39,9 @@ def calibrate_batchnorm(model: CaptionModel) -> CaptionModel:
         norm.momentum = None  # cumulative average: one batch sets the statistics exactly
     model.train()
     with torch.no_grad():
-        model.encode(torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE))
+        model.encode(torch.randn(8, 3, image_size, image_size))
+    for norm in norms:
+        norm.momentum = 0.1
     return model.eval()
 
 
