@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_explain.py --repeats 3
 
 clean:
 	rm -rf $(VENV) outputs
