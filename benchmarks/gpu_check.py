@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from captionlens.data.datasets import CaptionTrainingSet, load_dataset
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
+from captionlens.explain.gradcam import gradcam_batch
 from captionlens.models import CaptionModel, CNNLSTMModel, ShowAttendTellModel, decode
 from captionlens.training import ImageCaptions, TrainConfig, collate_images, make_scheduler, train_epoch
 
@@ -129,12 +130,49 @@ def check_plain_lstm(ctx: Context) -> tuple[str, str]:
     return "expected failure NOT reproduced (this torch/cuDNN allows it)", "-"
 
 
+def _gradcam_inputs(ctx: Context, batch: int) -> tuple[CaptionModel, torch.Tensor, list[list[int]]]:
+    model = ctx.model(CNNLSTMModel).eval()
+    model.vocab = ctx.vocab
+    torch.manual_seed(1)
+    captions = torch.randint(4, len(ctx.vocab), (batch, 12)).tolist()
+    return model, ctx.images(batch), captions
+
+
+def check_explain_throughput(ctx: Context) -> tuple[str, str]:
+    """Grad-CAM for all 12 words of --beam-batch images per gradcam_batch call (one replicated pass)."""
+    model, images, captions = _gradcam_inputs(ctx, ctx.args.beam_batch)
+    gradcam_batch(model, images, captions)
+    ctx.synchronize()
+    start = time.perf_counter()
+    repeats = 3
+    for _ in range(repeats):
+        gradcam_batch(model, images, captions)
+    ctx.synchronize()
+    rate = repeats * len(images) / (time.perf_counter() - start)
+    return f"ok: batch {len(images)}, 12 words each, Show-and-Tell", f"{rate:.0f} images/s"
+
+
+def check_gradcam_matches_cpu(ctx: Context) -> tuple[str, str]:
+    """Grad-CAM maps computed on the device equal the same model's maps computed on the CPU."""
+    if ctx.device.type == "cpu":
+        return "n/a: already on the CPU", "-"
+    model, images, captions = _gradcam_inputs(ctx, 2)
+    on_device = gradcam_batch(model, images, captions)
+    on_cpu = gradcam_batch(model.cpu(), images.cpu(), captions)
+    error = max(float(abs(a - b).max() / (abs(b).max() + 1e-12)) for a, b in zip(on_device, on_cpu))
+    if error > 1e-3:
+        raise RuntimeError(f"device and CPU Grad-CAM differ: relative error {error:.2e}")
+    return "ok: device maps equal CPU maps", f"max rel. error {error:.1e}"
+
+
 CHECKS: list[tuple[str, Callable[[Context], tuple[str, str]]]] = [
     ("train Show-Attend-Tell", check_training),
     ("batched beam search", check_beam_search),
     ("eval backward, Show-and-Tell", functools.partial(_eval_backward, kind=CNNLSTMModel)),
     ("eval backward, Show-Attend-Tell", functools.partial(_eval_backward, kind=ShowAttendTellModel)),
     ("plain nn.LSTM eval backward (cuDNN)", check_plain_lstm),
+    ("Grad-CAM on the device == on the CPU", check_gradcam_matches_cpu),
+    ("explanation throughput (Grad-CAM, all words)", check_explain_throughput),
 ]
 
 
