@@ -37,11 +37,17 @@ def test_pointing_game_rejects_misaligned_boxes():
         pointing_game([_explanation(np.zeros((3, 4, 4), np.float32))], [[None, None]])
 
 
-def test_deletion_curve_endpoints_match_brute_force():
-    torch.manual_seed(0)
+def _tiny_model(image_size: int, seed: int) -> CNNLSTMModel:
+    torch.manual_seed(seed)
     vocab = Vocabulary("a red blue circle square".split())
-    model = CNNLSTMModel(len(vocab), 16, 16, backbone="tiny", image_size=32).eval()
+    model = CNNLSTMModel(len(vocab), 16, 16, backbone="tiny", image_size=image_size).eval()
     model.vocab = vocab
+    return model
+
+
+def test_deletion_curve_endpoints_match_brute_force():
+    model = _tiny_model(32, seed=0)
+    vocab = model.vocab
     image = torch.randn(1, 3, 32, 32)
     ids = vocab.encode("a red circle", add_special=False)
     maps = np.random.default_rng(0).random((len(ids), 4, 4)).astype(np.float32)
@@ -56,10 +62,8 @@ def test_deletion_curve_endpoints_match_brute_force():
 
 
 def test_deletion_midpoint_removes_the_most_salient_pixels_first():
-    torch.manual_seed(1)
-    vocab = Vocabulary("a red blue circle square".split())
-    model = CNNLSTMModel(len(vocab), 16, 16, backbone="tiny", image_size=8).eval()
-    model.vocab = vocab
+    model = _tiny_model(8, seed=1)
+    vocab = model.vocab
     image = torch.randn(1, 3, 8, 8)
     ids = vocab.encode("a blue square", add_special=False)
     maps = np.zeros((3, 8, 8), np.float32)
