@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, load_image
 from captionlens.explain import api
 from captionlens.explain.result import CaptionExplanation, MethodMaps
@@ -325,12 +326,5 @@ def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str
         "images_per_second": round(len(summary.done) / work, 3) if work > 0 else None,
         "index_html": summary.index_html.name if summary.index_html else None,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{SUMMARY}.", suffix=".tmp", dir=summary.out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, summary.out_dir / SUMMARY)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(summary.out_dir / SUMMARY) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")

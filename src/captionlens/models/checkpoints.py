@@ -5,7 +5,6 @@ epoch, metrics). Nothing is ever unpickled except legacy `.pth` files, and those
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from captionlens.atomic import atomic_path
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models.base import CaptionModel
 from captionlens.models.show_attend_tell import ShowAttendTellModel
@@ -59,9 +59,8 @@ def save_checkpoint(path: str | Path, model: CaptionModel, vocab: Vocabulary, ep
             "epoch": epoch, "metrics": metrics or {}}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
     return path
 
 

@@ -6,9 +6,7 @@ leaks between calls and it works headless; `save_figure` writes it atomically an
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
+from captionlens.atomic import atomic_path
 from captionlens.explain.result import CaptionExplanation
 from captionlens.viz.overlay import (DEFAULT_CMAP, SIGNED_CMAP, check_image, is_signed, method_maps,
                                      ordered_methods, overlay, peak_normalize, unit_scale)
@@ -131,15 +130,8 @@ def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",)
     try:
         for fmt in formats:
             target = stem.parent / f"{stem.name}.{fmt}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=f".{fmt}.tmp", dir=stem.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fig.savefig(fh, format=fmt, dpi=dpi or fig.dpi)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi or fig.dpi)
             written.append(target)
     finally:
         _close(fig)
