@@ -26,12 +26,10 @@ from PIL import Image
 from captionlens.data.images import ImageLoadError
 from captionlens.data.vocabulary import tokenize
 from captionlens.evaluate.caption_metrics import caption_files
-from captionlens.explain.api import explain_batch
-from captionlens.explain.maps import normalize_maps
-from captionlens.explain.api import check_methods
+from captionlens.explain.api import check_methods, explain_batch
 from captionlens.models.base import CaptionModel
 from captionlens.viz.figures import save_figure
-from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, peak_normalize, resize_map
+from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, resize_map, scale_maps
 
 FOCUS_JSON = "focus.json"
 FOCUS_NPZ = "focus.npz"
@@ -147,7 +145,7 @@ def _collect(model: CaptionModel, paths: list[str], tokens: dict[str, list[str]]
             index = tokens[path].index(word)
             focus.signed = focus.signed or signed
             resized = resize_map(maps[index], (result.size, result.size))[None]
-            focus.maps.append((peak_normalize(resized) if signed else normalize_maps(resized))[0])
+            focus.maps.append(scale_maps(resized, signed)[0])
             focus.paths.append(path)
             focus.captions.append(expl.caption)
             focus.word_index.append(index)

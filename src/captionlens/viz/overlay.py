@@ -67,6 +67,12 @@ def peak_normalize(maps: np.ndarray) -> np.ndarray:
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 1e-12)
 
 
+def scale_maps(maps: np.ndarray, signed: bool) -> np.ndarray:
+    """Per-map scaling of a (T, H, W) stack: signed maps to [-1, 1] by their peak |value|
+    (`peak_normalize`), others min-max to [0, 1] (`explain.maps.normalize_maps`)."""
+    return peak_normalize(maps) if signed else normalize_maps(maps)
+
+
 def unit_scale(maps: np.ndarray, signed: bool, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A (T, H, W) stack -> (colormap position in [0, 1], heat strength in [0, 1]), per map.
 
@@ -75,10 +81,12 @@ def unit_scale(maps: np.ndarray, signed: bool, normalize: bool = True) -> tuple[
     With normalize=False the input is taken as already scaled ([0, 1], or [-1, 1] when signed) and clipped.
     """
     maps = np.asarray(maps, dtype=np.float32)
+    if normalize:
+        scaled = scale_maps(maps, signed)
+    else:
+        scaled = np.clip(maps, -1.0 if signed else 0.0, 1.0)
     if not signed:
-        unit = normalize_maps(maps) if normalize else np.clip(maps, 0.0, 1.0)
-        return unit, unit
-    scaled = peak_normalize(maps) if normalize else np.clip(maps, -1.0, 1.0)
+        return scaled, scaled
     return (scaled + 1.0) / 2.0, np.abs(scaled)
 
 
