@@ -136,26 +136,29 @@ def explain_batch(model: CaptionModel, images: Sequence[ImageLike], methods: Seq
         if captions is None:
             decoded = decode_features(model, features, vocab, max_length=max_length, beam_size=beam_size)
             id_lists = [d.token_ids for d in decoded]
+            log_prob_lists = [d.log_probs for d in decoded]  # decoding's own, equal to teacher forcing
             decoding = {"beam_size": beam_size, "max_length": max_length, "source": "generated"}
         else:
             id_lists = [_given_caption_ids(c, vocab) for c in captions]
+            with torch.no_grad():
+                log_prob_lists = [scores_from_features(model, features[i:i + 1], caption_tensor(ids, vocab, device),
+                                                       "log_prob")[0].tolist() for i, ids in enumerate(id_lists)]
             decoding = {"source": "given"}
         decoding.update(score=score, target_layer=split.name)
         results = []
-        for i, ((pil, path), ids) in enumerate(zip(loaded, id_lists)):
+        for i, ((pil, path), ids, log_probs) in enumerate(zip(loaded, id_lists, log_prob_lists)):
             ctx = ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1],
                                  caption_tensor(ids, vocab, device), list(ids), split, activations[i:i + 1], score)
-            results.append(_explain_one(ctx, features[i:i + 1], methods, settings or {}, decoding, path))
+            results.append(_explain_one(ctx, np.asarray(log_probs, np.float32), methods, settings or {}, decoding,
+                                        path))
         return results
     finally:
         model.train(was_training)
 
 
-def _explain_one(ctx: ExplainContext, features: torch.Tensor, methods: Sequence[str],
+def _explain_one(ctx: ExplainContext, log_probs: np.ndarray, methods: Sequence[str],
                  settings: dict[str, dict[str, Any]], decoding: dict[str, Any], path: str | None) -> CaptionExplanation:
     ids = ctx.token_ids
-    with torch.no_grad():
-        log_probs = scores_from_features(ctx.model, features, ctx.captions, "log_prob")[0].cpu().numpy()
     result = CaptionExplanation(image=ctx.image, tokens=[ctx.vocab.idx2word[i] for i in ids], token_ids=list(ids),
                                 log_probs=log_probs, source=decoding["source"], decoding=dict(decoding),
                                 image_path=path)
