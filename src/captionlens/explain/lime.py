@@ -27,7 +27,7 @@ from torchvision.transforms import functional as TF
 from captionlens.data.images import IMAGENET_MEAN, IMAGENET_STD
 from captionlens.explain.api import ExplainContext, register
 from captionlens.explain.result import MethodMaps
-from captionlens.explain.scoring import batched_word_scores
+from captionlens.explain.scoring import auto_batch_size, batched_word_scores
 
 Fill = str | float | tuple[float, float, float]
 
@@ -165,11 +165,14 @@ def _keep_batches(masks: torch.Tensor, pixel_segments: torch.Tensor, batch_size:
 
 
 @register("lime")
-def lime(ctx: ExplainContext, num_samples: int = 1000, batch_size: int = 64, seed: int = 0,
+def lime(ctx: ExplainContext, num_samples: int = 1000, batch_size: int | None = None, seed: int = 0,
          segmentation: str = "slic", n_segments: int = 50, compactness: float = 10.0, sigma: float = 1.0,
          segment_max_side: int = 512, segmentation_kwargs: dict[str, Any] | None = None, fill: Fill = "mean",
          blur_sigma: float = 8.0, kernel_width: float = 0.25, alpha: float = 1.0) -> MethodMaps:
-    """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word."""
+    """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word.
+
+    `batch_size`: perturbed images per forward pass (default `auto_batch_size`)."""
+    batch_size = auto_batch_size(ctx.image_tensor) if batch_size is None else batch_size
     if num_samples < 2 or batch_size < 1:
         raise ValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples} and {batch_size}")
     seg_kwargs = {**SEGMENTATION_DEFAULTS.get(segmentation, {}), **(segmentation_kwargs or {})}

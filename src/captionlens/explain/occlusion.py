@@ -17,7 +17,7 @@ from captionlens.explain.api import ExplainContext, register
 from captionlens.explain.lime import Fill, fill_tensor, score_masked
 from captionlens.explain.maps import upsample
 from captionlens.explain.result import MethodMaps
-from captionlens.explain.scoring import batched_word_scores
+from captionlens.explain.scoring import auto_batch_size, batched_word_scores
 
 
 def patch_starts(size: int, window: int, stride: int) -> np.ndarray:
@@ -40,12 +40,14 @@ def _keep_batches(rows: torch.Tensor, cols: torch.Tensor, batch_size: int) -> It
 
 @register("occlusion")
 def occlusion(ctx: ExplainContext, window: int | None = None, stride: int | None = None, fill: Fill = "mean",
-              blur_sigma: float = 8.0, batch_size: int = 64) -> MethodMaps:
-    """Per-word occlusion maps; `window`/`stride` in model-input pixels (default: 1/8 of the input, half that).
+              blur_sigma: float = 8.0, batch_size: int | None = None) -> MethodMaps:
+    """Per-word occlusion maps; `window`/`stride` in model-input pixels (default: 1/8 of the input, half that),
+    `batch_size` occluded images per forward pass (default `auto_batch_size`).
 
     raw is (T, S, S) at model resolution, maps its bilinear upsampling to the original image.
     """
     height, width = ctx.image_tensor.shape[-2:]
+    batch_size = auto_batch_size(ctx.image_tensor) if batch_size is None else batch_size
     window = max(1, round(min(height, width) / 8)) if window is None else window
     stride = max(1, window // 2) if stride is None else stride
     if not 1 <= stride <= window <= min(height, width) or batch_size < 1:
