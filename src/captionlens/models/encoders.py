@@ -110,12 +110,23 @@ class EncoderCNN(nn.Module):
         return self.head(self.resnet(images))
 
 
+class GridPool(nn.AdaptiveAvgPool2d):
+    """Adaptive average pooling to a grid that passes a map already at the grid's size through as is
+    (ResNet-50's 7x7 map at 224 px): the same values, without an identity pool's pass and its backward."""
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        size = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        return super().forward(maps)
+
+
 class SpatialEncoder(nn.Module):
     """Show-Attend-Tell encoder: conv trunk pooled to a fixed grid, returned as (B, grid*grid, C) annotations."""
 
     def __init__(self, backbone: str = "resnet50", grid_size: int | None = 7, pretrained: bool = False) -> None:
         super().__init__()
-        pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
+        pool = GridPool(grid_size) if grid_size else nn.Identity()
         self.resnet, self.channels = build_trunk(backbone, pool, pretrained)
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
