@@ -198,7 +198,7 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
         assert result[name].maps.dtype == np.float32
     assert result["gradcam"].raw.shape == (n_words, 8, 8)
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "log_prob",
-                                          "max_batch": 256, "pooled_shortcut": False}
+                                          "max_batch": 256, "gradient_route": "bptt"}
     result.save(tmp_path / "expl")
     loaded = CaptionExplanation.load(tmp_path / "expl")
     for name in ("gradcam", "gradcam++", "attention"):
@@ -207,11 +207,11 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
     assert np.array_equal(loaded["attention"].extras["alphas"], result["attention"].extras["alphas"])
 
 
-def test_settings_record_pooled_shortcut_and_logit_score(show_tell_model, image, caption):
+def test_settings_record_gradient_route_and_logit_score(show_tell_model, image, caption):
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, score="logit",
                      settings={"gradcam": {"max_batch": 2}})
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "logit",
-                                          "max_batch": 2, "pooled_shortcut": True}
+                                          "max_batch": 2, "gradient_route": "pooled"}
 
 
 def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, caption):
@@ -219,7 +219,7 @@ def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, capti
     x, ids, captions = setup(show_tell_model, vocab, image, caption)
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, target_layer="layer2")
     assert result["gradcam"].settings["layer"] == "layer2"
-    assert result["gradcam"].settings["pooled_shortcut"] is False
+    assert result["gradcam"].settings["gradient_route"] == "replicated"
     captum = LayerGradCam(WordScores(show_tell_model, captions, "log_prob"), show_tell_model.encoder.resnet.layer2)
     for t in WORDS:
         expected = captum.attribute(x, target=t, relu_attributions=True)[0, 0].detach().numpy()
