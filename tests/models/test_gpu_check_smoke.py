@@ -21,5 +21,6 @@ def test_gpu_check_smoke_run_prints_every_row_and_no_failure():
     names = [row.split(" | ")[0].lstrip("| ") for row in rows[1:]]
     assert {"train Show-Attend-Tell", "batched beam search", "eval backward, Show-and-Tell",
             "eval backward, Show-Attend-Tell", "plain nn.LSTM eval backward (cuDNN)",
-            "Grad-CAM on the device == on the CPU", "explanation throughput (Grad-CAM, all words)"} <= set(names)
+            "Grad-CAM on the device == on the CPU", "explanation throughput, Show-and-Tell (Grad-CAM, all words)",
+            "explanation throughput, Show-Attend-Tell (Grad-CAM, all words)"} <= set(names)
     assert not any(row.split(" | ")[1].startswith("FAIL") for row in rows[1:]), done.stdout
