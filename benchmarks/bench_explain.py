@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported (by the reference libraries)
 
 import torch  # noqa: E402
 
@@ -83,12 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models only (a smoke run)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method, after one warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method, each after an untimed one")
     parser.add_argument("--json", type=Path, help="also write every section's rows here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {args.repeats} timed runs after 1 warm-up, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {args.repeats} timed runs, each after an untimed one, "
           f"load average at start {load_average()}\n")
     results = {}
     for title, section in SECTIONS:

@@ -166,17 +166,20 @@ def synchronize(device: torch.device) -> None:
 
 def wall_ms(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
             warmup: int = 1) -> dict[str, list[float]]:
-    """Wall times (ms) of each function after `warmup` untimed calls, run round-robin so that a change
-    in the machine's load hits all of them alike."""
+    """Wall times (ms) of each function, run round-robin so that a change in the machine's load hits all
+    of them alike, each timed call right after `warmup` untimed calls of the same function: a method
+    timed straight after another that freed gigabytes (the seed loop, pytorch-grad-cam) paid 30-40 ms
+    of re-faulting memory on a ResNet-50, whichever method it was."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for rep in range(warmup + repeats):
+    for _ in range(repeats):
         for name, fn in fns.items():
+            for _ in range(warmup):
+                fn()
             synchronize(device)
             start = time.perf_counter()
             fn()
             synchronize(device)
-            if rep >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
+            times[name].append((time.perf_counter() - start) * 1000)
     return times
 
 
