@@ -117,7 +117,7 @@ def _replicated_cams(model: CaptionModel, split: LayerSplit, activations: torch.
     """CAMs of (image, word) `rows` from one autograd pass over a copy of the activations per row."""
     image_idx, word_idx = rows.unbind(1)
     acts = activations[image_idx]
-    leaf = (acts.mean((2, 3)) if pooled else acts.clone()).requires_grad_()
+    leaf = (acts.mean((2, 3)) if pooled else acts.detach()).requires_grad_()
     with torch.enable_grad():
         features = model.encoder.head(leaf[:, :, None, None]) if pooled else split.upper(leaf)
         target = scores_at(model, features, captions[image_idx], word_idx, score).sum()
@@ -135,10 +135,10 @@ def _bptt_cams(model: CaptionModel, split: LayerSplit, activations: torch.Tensor
     with torch.no_grad():
         features = split.upper(activations)
     d_features = model.word_feature_grads(features, captions, lengths, score)        # (B, T, N, C)
-    image_idx = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)])
-    word_idx = torch.cat([torch.arange(n) for n in lengths])
-    acts = activations[image_idx.to(activations.device)]
-    leaf = acts.clone().requires_grad_()
+    image_idx = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)]).to(features.device)
+    word_idx = torch.cat([torch.arange(n) for n in lengths]).to(features.device)
+    acts = activations[image_idx]
+    leaf = acts.detach().requires_grad_()
     with torch.enable_grad():
         (grads,) = torch.autograd.grad(split.upper(leaf), leaf, d_features[image_idx, word_idx])
     return _cams(acts, grads, kind)

@@ -10,7 +10,7 @@ def upsample(raw: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarra
     """(T, h, w) -> (T, H, W) float32 by bilinear interpolation (align_corners=False, as torchvision resizes)."""
     tensor = torch.as_tensor(np.asarray(raw, dtype=np.float32) if isinstance(raw, np.ndarray) else raw.float())
     out = F.interpolate(tensor.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
-    return out.squeeze(1).cpu().numpy().astype(np.float32)
+    return out.squeeze(1).cpu().numpy().astype(np.float32, copy=False)
 
 
 def normalize_maps(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:

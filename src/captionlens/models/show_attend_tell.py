@@ -31,7 +31,7 @@ class StepParts(NamedTuple):
 
 
 class AdditiveAttention(nn.Module):
-    """The weights of alpha = softmax(w^T tanh(W_e a_i + W_h h)) (`ShowAttendTellModel._step_parts` applies them)."""
+    """The weights of alpha = softmax(w^T tanh(W_e a_i + W_h h)) (`ShowAttendTellModel._attend` applies them)."""
 
     def __init__(self, encoder_dim: int, hidden_size: int, attention_dim: int) -> None:
         super().__init__()
@@ -41,8 +41,7 @@ class AdditiveAttention(nn.Module):
 
 
 class AttentionDecoder(nn.Module):
-    """Attention LSTM decoder with a gated context. `lstm` is an `nn.LSTMCell` whose weights the model
-    applies with the gates written out (no cuDNN, so it differentiates in eval mode on CUDA)."""
+    """LSTMCell decoder (no cuDNN, so it differentiates in eval mode on CUDA) with a gated context."""
 
     def __init__(self, encoder_dim: int, embed_size: int, hidden_size: int, vocab_size: int,
                  attention_dim: int, dropout: float) -> None:
@@ -79,30 +78,37 @@ class ShowAttendTellModel(CaptionModel):
         d = self.decoder
         return d.init_h(mean), d.init_c(mean), features, d.attention.encoder_att(features)
 
-    def _step_parts(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]) -> StepParts:
-        """One decoder step with every intermediate kept. The LSTM cell runs on `decoder.lstm`'s own
-        weights with its gates written out (PyTorch's i, f, g, o order), so `word_feature_grads` can
-        reuse them; the values equal `nn.LSTMCell`'s."""
-        h, c, features, projected = state
+    def _attend(self, h: torch.Tensor, features: torch.Tensor,
+                projected: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Attention of one step: (tanh(W_e a_i + W_h h), alpha, context, gate)."""
         d = self.decoder
         att = d.attention
         tanh_att = torch.tanh(projected + att.decoder_att(h).unsqueeze(1))
         alpha = att.full_att(tanh_att).squeeze(2).softmax(dim=1)
         context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)
-        gate = torch.sigmoid(d.f_beta(h))
-        inputs = torch.cat([d.embed(tokens), gate * context], dim=1)
-        lstm = d.lstm
+        return tanh_att, alpha, context, torch.sigmoid(d.f_beta(h))
+
+    def _advance(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """One step up to the new hidden state: (state, alpha)."""
+        h, c, features, projected = state
+        _, alpha, context, gate = self._attend(h, features, projected)
+        h, c = self.decoder.lstm(torch.cat([self.decoder.embed(tokens), gate * context], dim=1), (h, c))
+        return (h, c, features, projected), alpha
+
+    def _step_parts(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]) -> StepParts:
+        """`_advance` with every intermediate kept, for `word_feature_grads`: the same attention, and
+        the LSTM cell's gates written out on `decoder.lstm`'s weights (PyTorch's i, f, g, o order;
+        tested equal to the `nn.LSTMCell` call `_advance` makes, which training and decoding use)."""
+        h, c, features, projected = state
+        tanh_att, alpha, context, gate = self._attend(h, features, projected)
+        lstm = self.decoder.lstm
+        inputs = torch.cat([self.decoder.embed(tokens), gate * context], dim=1)
         gates = F.linear(inputs, lstm.weight_ih, lstm.bias_ih) + F.linear(h, lstm.weight_hh, lstm.bias_hh)
         i, f, g, o = gates.chunk(4, dim=1)
         i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
         c_new = f * c + i * g
         tanh_c = c_new.tanh()
         return StepParts(h, c, tanh_att, alpha, context, gate, i, f, g, o, tanh_c, o * tanh_c, c_new)
-
-    def _advance(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
-        """One step up to the new hidden state: (state, alpha)."""
-        parts = self._step_parts(tokens, state)
-        return (parts.h, parts.c, state[2], state[3]), parts.alpha
 
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
         state, alpha = self._advance(tokens, state)
