@@ -43,6 +43,12 @@ def test_word_feature_grads_refuse_an_unknown_score(make_model):
                                  [2], "prob")
 
 
+def test_word_feature_grads_refuse_training_mode(make_model):
+    model = make_model("show-attend-tell").train()
+    with pytest.raises(RuntimeError, match="needs the model in eval mode"):
+        model.word_feature_grads(torch.zeros(1, 9, model.encoder.channels), torch.zeros(1, 3, dtype=torch.long), [2])
+
+
 def test_step_equals_lstm_cell(make_model):
     model: ShowAttendTellModel = make_model("show-attend-tell")
     torch.manual_seed(1)
@@ -53,4 +59,7 @@ def test_step_equals_lstm_cell(make_model):
     cell_h, cell_c = d.lstm(torch.cat([d.embed(tokens), parts.gate * parts.context], 1), state[:2])
     torch.testing.assert_close(parts.h, cell_h)
     torch.testing.assert_close(parts.c, cell_c)
+    (h, c, *_), alpha = model._advance(tokens, state)          # the step training and decoding take
+    torch.testing.assert_close(parts.h, h)
+    torch.testing.assert_close(parts.alpha, alpha)
     torch.testing.assert_close(parts.alpha.sum(1), torch.ones(2))

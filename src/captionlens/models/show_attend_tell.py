@@ -137,6 +137,9 @@ class ShowAttendTellModel(CaptionModel):
         """
         if score not in ("log_prob", "logit"):
             raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
+        if self.training:
+            raise RuntimeError("word_feature_grads needs the model in eval mode (it assumes no dropout): "
+                               "call model.eval() first")
         d = self.decoder
         batch, regions, _ = features.shape
         steps = max(lengths, default=0)
