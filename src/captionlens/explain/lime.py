@@ -9,9 +9,10 @@ Superpixels are computed on the original image (what the user sees, aspect ratio
 maps come back at its resolution exactly); images whose longer side exceeds `segment_max_side`
 (default 256) are segmented on a downscaled copy: the perturbations are composed at the model's input
 resolution (224 px for the ResNets), so more pixels would only refine the superpixel borders drawn on
-the full-size map, while SLIC's cost grows with them (87 ms at 375x500, 22 ms at 256 px on 2 cores). Perturbations are composed at model input resolution, in normalised tensor space, on the
-model's device (segmentation resized there by nearest neighbour): no per-sample pixel loop, and no
-resize of N full-size images. A superpixel too small to survive that resize has no effect, weight ~0.
+the full-size map, while SLIC's cost grows with them (87 ms at 375x500, 22 ms at 256 px on 2 cores).
+Perturbations are composed at model input resolution, in normalised tensor space, on the model's
+device (segmentation resized there by nearest neighbour): no per-sample pixel loop, and no resize
+of N full-size images. A superpixel too small to survive that resize has no effect, weight ~0.
 """
 from __future__ import annotations
 
@@ -169,8 +170,8 @@ def _keep_batches(masks: torch.Tensor, pixel_segments: torch.Tensor, batch_size:
 @register("lime")
 def lime(ctx: ExplainContext, num_samples: int = 1000, batch_size: int | None = None, seed: int = 0,
          segmentation: str = "slic", n_segments: int = 50, compactness: float = 10.0, sigma: float = 1.0,
-         segment_max_side: int = SEGMENT_MAX_SIDE, segmentation_kwargs: dict[str, Any] | None = None, fill: Fill = "mean",
-         blur_sigma: float = 8.0, kernel_width: float = 0.25, alpha: float = 1.0) -> MethodMaps:
+         segment_max_side: int = SEGMENT_MAX_SIDE, segmentation_kwargs: dict[str, Any] | None = None,
+         fill: Fill = "mean", blur_sigma: float = 8.0, kernel_width: float = 0.25, alpha: float = 1.0) -> MethodMaps:
     """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word.
 
     `batch_size`: perturbed images per forward pass (default `auto_batch_size`)."""

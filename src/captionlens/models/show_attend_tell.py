@@ -156,8 +156,12 @@ class ShowAttendTellModel(CaptionModel):
         else:
             probs = self.output_logits(torch.stack([p.h for p in parts], 1)).softmax(-1)
             d_out = (F.one_hot(targets, probs.size(-1)).to(probs) - probs) @ d.fc.weight
-        valid = torch.arange(steps, device=features.device) < torch.as_tensor(lengths, device=features.device)[:, None]
-        d_out = d_out * valid.unsqueeze(2)
+        lengths_t = torch.as_tensor(lengths, device=features.device)
+        d_out = d_out * (torch.arange(steps, device=features.device) < lengths_t[:, None]).unsqueeze(2)
+
+        def row(x: torch.Tensor) -> torch.Tensor:
+            """(B, ...) -> (B, 1, ...): one image's value, broadcast over its word rows."""
+            return x.unsqueeze(1)
 
         embed_size = d.embed.embedding_dim
         full_att = d.attention.full_att.weight[0]
@@ -166,7 +170,6 @@ class ShowAttendTellModel(CaptionModel):
         d_contexts = features.new_zeros(batch, steps, steps, features.size(2))      # [b, word t, step s]
         for s in reversed(range(steps)):
             p = parts[s]
-            row = lambda x: x.unsqueeze(1)  # noqa: E731  (B, ...) -> (B, 1, ...), broadcast over word rows
             dh = torch.cat([d_out[:, s:s + 1], dh], 1)                                  # word s joins
             dc = torch.cat([dc.new_zeros(batch, 1, dc.size(2)), dc], 1)
             dc = dc + dh * row(p.o * (1 - p.tanh_c ** 2))
@@ -179,13 +182,14 @@ class ShowAttendTellModel(CaptionModel):
             d_scores = row(p.alpha) * (d_alpha - (d_alpha * row(p.alpha)).sum(2, keepdim=True))
             d_pre = d_scores.unsqueeze(3) * full_att * row(1 - p.tanh_att ** 2)          # (B, n, N, A)
             d_projected[:, s:] += d_pre
-            dh = (d_gates @ d.lstm.weight_hh + (d_gated * row(p.context * p.gate * (1 - p.gate))) @ d.f_beta.weight
+            d_gate_in = d_gated * row(p.context * p.gate * (1 - p.gate))                # before the sigmoid
+            dh = (d_gates @ d.lstm.weight_hh + d_gate_in @ d.f_beta.weight
                   + d_pre.sum(2) @ d.attention.decoder_att.weight)
             dc = dc * row(p.f)
         alphas = torch.stack([p.alpha for p in parts], 1)                                # (B, S, N)
         d_mean = dh @ d.init_h.weight + dc @ d.init_c.weight                             # (B, T, C)
-        return (torch.einsum("bsn,btsc->btnc", alphas, d_contexts) + d_projected @ d.attention.encoder_att.weight
-                + d_mean.unsqueeze(2) / regions)
+        return (torch.einsum("bsn,btsc->btnc", alphas, d_contexts)
+                + d_projected @ d.attention.encoder_att.weight + d_mean.unsqueeze(2) / regions)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> CaptionOutput:
         logits, alphas = self.teacher_forced(self.encoder(images), captions)
