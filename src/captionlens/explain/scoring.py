@@ -31,12 +31,7 @@ def scores_from_features(model: CaptionModel, features: torch.Tensor, captions: 
     if captions.size(0) != features.size(0):
         captions = captions.expand(features.size(0), -1)
     logits, _ = model.teacher_forced(features, captions)
-    logits = logits.float()
-    if score == "log_prob":
-        logits = logits.log_softmax(-1)
-    elif score != "logit":
-        raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
-    return logits.gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
+    return _scored(logits, score).gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
 
 
 def scores_at(model: CaptionModel, features: torch.Tensor, captions: torch.Tensor, positions: torch.Tensor,
@@ -45,12 +40,17 @@ def scores_at(model: CaptionModel, features: torch.Tensor, captions: torch.Tenso
     (T times less output-layer work than `scores_from_features` when each row needs one word)."""
     hidden, _ = model.teacher_forced_hidden(features, captions)
     rows = torch.arange(hidden.size(0), device=hidden.device)
-    logits = model.output_logits(hidden[rows, positions]).float()
-    if score == "log_prob":
-        logits = logits.log_softmax(-1)
-    elif score != "logit":
-        raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
+    logits = _scored(model.output_logits(hidden[rows, positions]), score)
     return logits[rows, captions[rows, positions + 1]]
+
+
+def _scored(logits: torch.Tensor, score: Score) -> torch.Tensor:
+    """Logits in float32 as the explained score: log-probabilities (log_softmax) or the raw logits."""
+    if score == "log_prob":
+        return logits.float().log_softmax(-1)
+    if score != "logit":
+        raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
+    return logits.float()
 
 
 CPU_BATCH_PIXELS = 8 * 224 * 224  # input pixels per CPU batch: the best batch for a ResNet-50 on 2 cores
