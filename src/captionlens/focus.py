@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError
 from captionlens.data.vocabulary import tokenize
 from captionlens.evaluate.caption_metrics import caption_files
@@ -176,7 +177,8 @@ def focus_figure(focus: KeywordFocus, method: str, max_images: int = 11, cols: i
 
 
 def save_focus(result: FocusResult, out_dir: str | os.PathLike) -> Path:
-    """Write focus-<keyword>.png per matched keyword, focus.npz (mean maps) and focus.json; return focus.json."""
+    """Write focus-<keyword>.png per matched keyword, focus.npz (mean maps) and focus.json, each atomically;
+    return focus.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"method": result.method, "size": result.size, "images": len(result.captions),
@@ -189,6 +191,8 @@ def save_focus(result: FocusResult, out_dir: str | os.PathLike) -> Path:
             entry["figure"] = save_figure(focus_figure(focus, result.method), out / f"focus-{word}.png")[0].name
             means[word] = focus.mean_map
         summary["keywords"][word] = entry
-    np.savez_compressed(out / FOCUS_NPZ, **means)
-    (out / FOCUS_JSON).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    with atomic_path(out / FOCUS_NPZ) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **means)
+    with atomic_path(out / FOCUS_JSON) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return out / FOCUS_JSON

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from captionlens.atomic import atomic_path
+
 FORMAT_VERSION = 1
 
 
@@ -53,7 +55,7 @@ class CaptionExplanation:
             raise KeyError(f"no '{method}' maps in this explanation; it has {sorted(self.methods)}") from None
 
     def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else). No pickle anywhere."""
+        """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else), each atomically. No pickle anywhere."""
         stem = Path(stem)
         arrays: dict[str, np.ndarray] = {
             "image": self.image, "log_probs": np.asarray(self.log_probs, np.float32),
@@ -70,9 +72,10 @@ class CaptionExplanation:
             meta["methods"][name] = {"settings": result.settings, "seconds": result.seconds,
                                      "extras": sorted(result.extras)}
         npz_path, json_path = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        with open(npz_path, "wb") as fh:
+        with atomic_path(npz_path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-        json_path.write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
         return npz_path, json_path
 
     @classmethod
