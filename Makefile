@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made torch 3-20x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install clean benchmark
+.PHONY: demo test lint install clean benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,7 +24,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/captionlens demo --out outputs/demo
 
-test: $(STAMP)
+# Lint (ruff: pyflakes, pycodestyle, import order, bugbear) and types (mypy on src/) before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 benchmark: $(STAMP)

@@ -29,10 +29,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from captionlens.explain.gradcam import gradcam_batch  # noqa: E402
 from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, synchronize  # noqa: E402
 from lime_bench import lime_section  # noqa: E402
-
-from captionlens.explain.gradcam import gradcam_batch  # noqa: E402
 
 Rows = list[dict]
 

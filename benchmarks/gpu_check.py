@@ -27,10 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from captionlens.data.datasets import CaptionTrainingSet, load_dataset
+from captionlens.data.images import Preprocessing
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.gradcam import gradcam_batch
-from captionlens.models import CaptionModel, CNNLSTMModel, ShowAttendTellModel, decode
+from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig, decode
+from captionlens.models.base import CaptionModel
 from captionlens.training import ImageCaptions, TrainConfig, collate_images, make_scheduler, train_epoch
 
 
@@ -48,9 +50,11 @@ class Context:
     def model(self, kind: type[CaptionModel]) -> CaptionModel:
         torch.manual_seed(0)
         half = self.args.hidden_size // 2
-        extra = {"attention_dim": half} if kind is ShowAttendTellModel else {}
-        return kind(len(self.vocab), embed_size=half, hidden_size=self.args.hidden_size,
-                    backbone=self.args.backbone, image_size=self.args.image_size, **extra).to(self.device)
+        common = {"vocab_size": len(self.vocab), "embed_size": half, "hidden_size": self.args.hidden_size,
+                  "backbone": self.args.backbone, "preprocessing": Preprocessing(image_size=self.args.image_size)}
+        if kind is ShowAttendTellModel:
+            return ShowAttendTellModel(ShowAttendTellConfig(**common, attention_dim=half)).to(self.device)
+        return CNNLSTMModel(ShowTellConfig(**common)).to(self.device)
 
     def images(self, n: int) -> torch.Tensor:
         return torch.randn(n, 3, self.args.image_size, self.args.image_size, device=self.device)
@@ -61,14 +65,14 @@ def check_training(ctx: Context) -> tuple[str, str]:
     after 3 warm-up steps; images/s counts images, each with its 5 captions."""
     args, amp = ctx.args, ctx.device.type == "cuda"
     model = ctx.model(ShowAttendTellModel)
-    pairs = CaptionTrainingSet(load_dataset(ctx.data, "shapes").split("train"), ctx.vocab, args.image_size,
+    pairs = CaptionTrainingSet(load_dataset(ctx.data, "shapes").split("train"), ctx.vocab, model.preprocessing,
                                preload=True)
     loader = DataLoader(ImageCaptions(pairs), batch_size=args.batch_size, shuffle=True, drop_last=True,
                         num_workers=args.workers, pin_memory=amp,
                         collate_fn=functools.partial(collate_images, pad_idx=ctx.vocab.pad_idx))
     if not len(loader):
         raise ValueError(f"--train-images {len(pairs.image_paths)} is less than one batch of {args.batch_size}")
-    config = TrainConfig(data=ctx.data, epochs=1, progress=False, warmup_steps=3)
+    config = TrainConfig(data=ctx.data, epochs=1, progress=False, warmup_steps=3).for_data("shapes")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scheduler = make_scheduler(optimizer, config, args.steps + 3)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -106,7 +110,8 @@ def _eval_backward(ctx: Context, kind: type[CaptionModel]) -> tuple[str, str]:
     """Gradient of one word's log-prob w.r.t. the last conv block, model in eval mode."""
     model = ctx.model(kind).eval()
     captions = torch.randint(4, len(ctx.vocab), (2, 8), device=ctx.device)
-    log_probs, _ = model.word_log_probs(model.encode(ctx.images(2)), captions)
+    hidden, _ = model.teacher_forced_hidden(model.encode(ctx.images(2)), captions)
+    log_probs = model.output_logits(hidden).log_softmax(-1).gather(-1, captions[:, 1:, None]).squeeze(-1)
     log_probs[:, 3].sum().backward()
     grads = [p.grad for p in model.encoder.resnet[-2].parameters()]
     norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))

@@ -23,13 +23,14 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from captionlens.data.images import make_transform
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.explain.api import ExplainContext
-from captionlens.explain.gradcam import gradcam
+from captionlens.explain.context import ExplainContext
+from captionlens.explain.gradcam import GradCamSettings, gradcam
 from captionlens.explain.maps import upsample
-from captionlens.explain.scoring import LayerSplit, caption_tensor, scores_from_features
-from captionlens.models import CNNLSTMModel, ShowAttendTellModel, decode
+from captionlens.explain.scoring import caption_tensor, scores_from_features
+from captionlens.explain.target import TargetLayer
+from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig, decode
 from captionlens.models.base import CaptionModel
 
 IMAGE_HW = (375, 500)  # a typical Flickr8k photo: maps are upsampled to it, as the product does
@@ -71,8 +72,9 @@ def build_model(spec: ModelSpec, device: torch.device) -> CaptionModel:
     """Random weights (pretrained=False), eval mode; `model.vocab` set to a synthetic vocabulary."""
     vocab = Vocabulary(f"w{i}" for i in range(spec.vocab_size - 4))
     common = dict(vocab_size=len(vocab), embed_size=spec.embed_size, hidden_size=spec.hidden_size,
-                  backbone=spec.backbone, pretrained=False, image_size=spec.image_size)
-    model = CNNLSTMModel(**common) if spec.architecture == "show-tell" else ShowAttendTellModel(**common)
+                  backbone=spec.backbone, preprocessing=Preprocessing(image_size=spec.image_size))
+    model: CaptionModel = (CNNLSTMModel(ShowTellConfig(**common)) if spec.architecture == "show-tell"
+                           else ShowAttendTellModel(ShowAttendTellConfig(**common)))
     model.vocab = vocab
     return model.to(device).eval()
 
@@ -82,7 +84,7 @@ def make_setup(spec: ModelSpec, device: torch.device, n_words: int = 12, seed: i
     model = build_model(spec, device)
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, size=(*IMAGE_HW, 3), dtype=np.uint8)
-    x = make_transform(spec.image_size)(Image.fromarray(image)).unsqueeze(0).to(device)
+    x = model.preprocessing.transform(Image.fromarray(image)).unsqueeze(0).to(device)
     ids = rng.integers(4, len(model.vocab), size=n_words).tolist()
     return Setup(spec, model, model.vocab, image, x, ids, caption_tensor(ids, model.vocab, device))
 
@@ -100,11 +102,11 @@ class WordScores(nn.Module):
 
 def ours(s: Setup) -> np.ndarray:
     """The registered 'gradcam' method on the given caption, the encoder's lower pass included."""
-    split = LayerSplit(s.model)
+    target = TargetLayer(s.model)
     with torch.no_grad():
-        activations = split.lower(s.x)
-    ctx = ExplainContext(s.model, s.vocab, s.image, s.x, s.captions, s.ids, split, activations)
-    return gradcam(ctx).maps
+        activations = target.lower(s.x)
+    ctx = ExplainContext(s.model, s.vocab, s.image, s.x, s.captions, s.ids, target, activations)
+    return gradcam(ctx, GradCamSettings()).maps
 
 
 def greedy_caption(s: Setup) -> list:
@@ -191,7 +193,7 @@ def gradcam_rows(specs: tuple[ModelSpec, ...], device: torch.device, repeats: in
     for spec in specs:
         s = make_setup(spec, device, n_words)
         fns = {ours_label: ours, **BASELINES}
-        times = wall_ms({name: (lambda fn=fn: fn(s)) for name, fn in fns.items()}, repeats, device)
+        times = wall_ms({name: (lambda fn=fn, s=s: fn(s)) for name, fn in fns.items()}, repeats, device)
         base = statistics.median(times[ours_label])
         for name, values in times.items():
             ratio = statistics.median(values) / base

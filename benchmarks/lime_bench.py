@@ -34,14 +34,21 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gradcam_bench import RESNET50, TINY, make_setup, synchronize  # noqa: E402
-
-from captionlens.data.images import make_transform  # noqa: E402
 from captionlens.data.vocabulary import Vocabulary  # noqa: E402
-from captionlens.explain.api import ExplainContext  # noqa: E402
-from captionlens.explain.lime import cosine_distance_to_ones, fill_tensor, lime, lime_kernel, resize_labels, segment  # noqa: E402
-from captionlens.explain.scoring import LayerSplit, auto_batch_size, batched_word_scores, caption_tensor  # noqa: E402
+from captionlens.explain.context import ExplainContext  # noqa: E402
+from captionlens.explain.lime import (  # noqa: E402
+    LimeSettings,
+    cosine_distance_to_ones,
+    fill_tensor,
+    lime,
+    lime_kernel,
+    resize_labels,
+    segment,
+)
+from captionlens.explain.scoring import auto_batch_size, batched_word_scores, caption_tensor  # noqa: E402
+from captionlens.explain.target import TargetLayer  # noqa: E402
 from captionlens.models.base import CaptionModel  # noqa: E402
+from gradcam_bench import RESNET50, TINY, make_setup, synchronize  # noqa: E402
 
 SAMPLES = {"tiny": 200, "quick": 50, "resnet50": 24}   # small N for ResNet-50: Captum needs T * N passes
 OUTSIDE_FORWARD_TARGET = 0.15
@@ -104,19 +111,19 @@ def run_lime_rows(model: CaptionModel, image: np.ndarray, caption_ids: Sequence[
     """
     model.eval()
     device = next(model.parameters()).device
-    size = model.config.get("image_size", 224)
-    transform = make_transform(size)
+    size = model.preprocessing.image_size
+    transform = model.preprocessing.transform
     x = transform(Image.fromarray(image))[None].to(device)
     captions = caption_tensor(caption_ids, vocab, device)
     batch_size = auto_batch_size(x) if batch_size is None else batch_size
-    split = LayerSplit(model)
+    target = TargetLayer(model)
     with torch.no_grad():
-        ctx = ExplainContext(model, vocab, image, x, captions, list(caption_ids), split, split.lower(x))
+        ctx = ExplainContext(model, vocab, image, x, captions, list(caption_ids), target, target.lower(x))
     batched_word_scores(model, x.expand(batch_size, -1, -1, -1), captions)
     num_words = len(caption_ids)
 
-    seconds, meter, ours = _median_run(model, lambda: lime(ctx, num_samples=num_samples, n_segments=n_segments,
-                                                          batch_size=batch_size, seed=seed), repeats)
+    settings = LimeSettings(num_samples=num_samples, n_segments=n_segments, batch_size=batch_size, seed=seed)
+    seconds, meter, ours = _median_run(model, lambda: lime(ctx, settings), repeats)
     segments = ours.extras["segments"]
     outside = 1 - meter.seconds / seconds
     rows = [{"method": f"ours: LIME, all {num_words} words, N={num_samples}, {segments.max() + 1} superpixels",

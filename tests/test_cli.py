@@ -11,18 +11,19 @@ from click.testing import CliRunner
 from PIL import Image
 
 from captionlens.cli import expand_images, main
-from captionlens.data.images import load_image_tensor
+from captionlens.data.images import Preprocessing, load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import ShowAttendTellModel, load_checkpoint, save_checkpoint
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     torch.manual_seed(0)
     vocab = Vocabulary("a red blue circle square small large".split())
-    model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=32, attention_dim=16, backbone="tiny",
-                                image_size=32).eval()
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
+                                                     attention_dim=16, backbone="tiny",
+                                                     preprocessing=Preprocessing(image_size=32))).eval()
     return save_checkpoint(tmp_path / "tiny.safetensors", model, vocab)
 
 
@@ -40,7 +41,8 @@ def images(tmp_path):
 
 def _expected_caption(checkpoint, image, beam=3):
     ckpt = load_checkpoint(checkpoint)
-    return ckpt.model.generate_caption(load_image_tensor(image, 32)[0], ckpt.vocab, beam_size=beam)
+    tensor = load_image_tensor(image, ckpt.model.preprocessing)[0]
+    return ckpt.model.generate_caption(tensor, ckpt.vocab, beam_size=beam)
 
 
 def test_caption_json_matches_the_python_api(checkpoint, images):

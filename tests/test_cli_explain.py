@@ -62,7 +62,10 @@ def test_explain_resume_skips_done_images_and_same_names_do_not_collide(tmp_path
 @pytest.mark.parametrize("args, message", [
     (["--checkpoint", "missing.safetensors"], "checkpoint not found"),
     (["--methods", "gradcam,saliency"], "unknown method"),
-    (["--methods", "attention"], "Show-Attend-Tell"),
+    (["--methods", "attention"], "'attention' needs a model with attention"),
+    (["--beam-size", "0"], "Invalid value for '--beam-size': 0 is not in the range x>=1"),
+    (["--lime-samples", "-5", "--methods", "lime"], "Invalid value for '--lime-samples': -5"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size'"),
 ])
 def test_explain_usage_errors_exit_2_with_one_line(tmp_path: Path, checkpoint: Path, args: list[str],
                                                   message: str) -> None:

@@ -143,8 +143,16 @@ def test_usage_errors_are_raised_before_any_work(tmp_path: Path) -> None:
     paths = write_images(tmp_path / "in", ["a.png"])
     with pytest.raises(ValueError, match="unknown method"):
         export_explanations(model, paths, tmp_path / "out", methods=("gradcam", "saliency"), **FAST)
-    with pytest.raises(ValueError, match="Show-Attend-Tell"):
+    with pytest.raises(ValueError, match="'attention' needs a model with attention"):
         export_explanations(model, paths, tmp_path / "out", methods=("attention",), **FAST)
+    with pytest.raises(ValueError, match="lime: num_samples must be an integer >= 2, got -5"):
+        export_explanations(model, paths, tmp_path / "out", methods=("lime",), settings={"lime": {"num_samples": -5}},
+                            **FAST)
+    with pytest.raises(ValueError, match="lime: unknown setting.* num_sample"):
+        export_explanations(model, paths, tmp_path / "out", methods=("lime",), settings={"lime": {"num_sample": 5}},
+                            **FAST)
+    with pytest.raises(ValueError, match="beam_size must be an integer >= 1, got 0"):
+        export_explanations(model, paths, tmp_path / "out", **{**FAST, "beam_size": 0})
     with pytest.raises(ValueError, match="no images"):
         export_explanations(model, [], tmp_path / "out", **FAST)
     assert not (tmp_path / "out" / "a").exists()

@@ -10,9 +10,9 @@ import pytest
 import captionlens.focus as focus_module
 from captionlens.data.images import ImageLoadError
 from captionlens.explain import explain
+from captionlens.focus import keyword_focus, save_focus
 from captionlens.models import decoding
 from captionlens.models.decoding import Decoded
-from captionlens.focus import keyword_focus, save_focus
 from tiny_captioner import IMAGE_SIZE, tiny_model, write_broken, write_images
 
 CAPTIONS = {"a.png": "a dog and a ball", "b.png": "a hotdog on a plate", "c.png": "red dog on a red dog",
@@ -122,6 +122,8 @@ def test_usage_errors_are_raised_before_captioning(tmp_path: Path, forced: dict)
         keyword_focus(tiny_model(), paths, ["hot dog"])
     with pytest.raises(ValueError, match="unknown method"):
         keyword_focus(tiny_model(), paths, ["dog"], method="saliency")
-    with pytest.raises(ValueError, match="Show-Attend-Tell"):
+    with pytest.raises(ValueError, match="'attention' needs a model with attention"):
         keyword_focus(tiny_model(), paths, ["dog"], method="attention")
+    with pytest.raises(ValueError, match="lime: num_samples must be an integer >= 2"):
+        keyword_focus(tiny_model(), paths, ["dog"], method="lime", settings={"num_samples": 0})
     assert forced["caption"] == []

@@ -12,7 +12,7 @@ from captionlens.data.datasets import load_dataset
 from captionlens.data.images import load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import SPECIAL_TOKENS, tokenize
-from captionlens.models import ShowAttendTellModel, load_checkpoint
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint
 from captionlens.training import TrainConfig, caption_loss, train
 
 TINY = {"embed_size": 16, "hidden_size": 32, "attention_dim": 16, "image_size": 32, "batch_size": 8,
@@ -41,7 +41,7 @@ def test_one_epoch_writes_checkpoints_log_and_plot_and_the_checkpoint_captions_a
     assert (ckpt.epoch, ckpt.metrics["epoch"]) == (1, 1) and ckpt.metrics["bleu4"] == row["val_bleu4"]
     train_words = {t for r in load_dataset(shapes, "shapes").split("train") for c in r.captions for t in tokenize(c)}
     assert set(ckpt.vocab.word2idx) == train_words | set(SPECIAL_TOKENS)
-    image, _ = load_image_tensor(shapes / "Images" / "test_00000.png", 32)
+    image, _ = load_image_tensor(shapes / "Images" / "test_00000.png", ckpt.model.preprocessing)
     result.model.eval()
     for beam in (1, 3):
         assert (ckpt.model.generate_caption(image, ckpt.vocab, beam_size=beam)
@@ -69,7 +69,8 @@ def test_resume_without_a_previous_run_names_the_missing_file(shapes, tmp_path):
 
 def test_loss_equals_per_caption_cross_entropy_plus_attention_penalty():
     torch.manual_seed(0)
-    model = ShowAttendTellModel(12, embed_size=8, hidden_size=16, attention_dim=8, backbone="tiny", grid_size=2).eval()
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=12, embed_size=8, hidden_size=16, attention_dim=8,
+                                                     backbone="tiny", grid_size=2)).eval()
     images = torch.randn(2, 3, 32, 32)
     captions = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 8, 9, 10, 2]])   # 0 = <PAD>
     owner = torch.tensor([0, 0, 1])
@@ -79,9 +80,22 @@ def test_loss_equals_per_caption_cross_entropy_plus_attention_penalty():
         nll, count, penalty = 0.0, 0, []
         for caption, image in zip(captions, owner):
             real = caption[caption != 0].unsqueeze(0)                       # unpadded, one caption at a time
-            log_probs, alphas = model.word_log_probs(model.encode(images[image:image + 1]), real)
+            hidden, alphas = model.teacher_forced_hidden(model.encode(images[image:image + 1]), real)
+            log_probs = model.output_logits(hidden).log_softmax(-1).gather(-1, real[:, 1:, None])
             nll -= float(log_probs.sum())
             count += log_probs.numel()
             penalty.append(((1 - alphas[0].sum(0)) ** 2).mean())
     assert float(got_ce) == pytest.approx(nll / count, rel=1e-5)
     assert float(got) == pytest.approx(nll / count + lam * float(torch.stack(penalty).mean()), rel=1e-5)
+
+
+def test_defaults_follow_the_data_and_say_what_they_chose():
+    shapes = TrainConfig(data="d").for_data("shapes")
+    assert (shapes.backbone, shapes.image_size, shapes.pretrained, shapes.grid_size) == ("tiny", 96, False, 0)
+    photos = TrainConfig(data="d").for_data("kaggle")
+    assert (photos.backbone, photos.image_size, photos.pretrained, photos.grid_size) == ("resnet50", 224, True, 7)
+    assert photos.describe() == ("model: show-attend-tell, backbone resnet50 (ImageNet weights), 224 px input, "
+                                 "embed 256, hidden 512, attention 256, grid 7")
+    chosen = TrainConfig(data="d", backbone="tiny", image_size=64).for_data("karpathy")
+    assert (chosen.backbone, chosen.image_size, chosen.pretrained) == ("tiny", 64, False)   # given values stay
+    assert TrainConfig(data="d", model="show-tell").for_data("flickr").model_config(10).preprocessing.image_size == 224

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import CNNLSTMModel, ShowAttendTellModel
+from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
 from captionlens.models.base import CaptionModel
 
 WORDS = ("a", "dog", "dogs", "hotdog", "ball", "red", "and", "on", "plate")
@@ -20,11 +21,13 @@ def tiny_model(attention: bool = False, seed: int = 0) -> CaptionModel:
     """A 32 px tiny-trunk model in eval mode with its vocabulary attached (untrained: captions are noise)."""
     torch.manual_seed(seed)
     vocab = Vocabulary(WORDS)
+    common = {"vocab_size": len(vocab), "embed_size": 16, "hidden_size": 16, "backbone": "tiny",
+              "preprocessing": Preprocessing(image_size=IMAGE_SIZE)}
+    model: CaptionModel
     if attention:
-        model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=16, attention_dim=16, backbone="tiny",
-                                    grid_size=2, image_size=IMAGE_SIZE)
+        model = ShowAttendTellModel(ShowAttendTellConfig(**common, attention_dim=16, grid_size=2))
     else:
-        model = CNNLSTMModel(len(vocab), embed_size=16, hidden_size=16, backbone="tiny", image_size=IMAGE_SIZE)
+        model = CNNLSTMModel(ShowTellConfig(**common))
     model.vocab = vocab
     return calibrate_batchnorm(model)
 

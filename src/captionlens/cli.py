@@ -18,13 +18,15 @@ from typing import Any
 import click
 
 from captionlens.data.datasets import FORMATS
-from captionlens.data.images import ImageLoadError
+from captionlens.data.images import INTERPOLATIONS, ImageLoadError, Preprocessing
 from captionlens.evaluate.caption_metrics import METRICS
+from captionlens.explain.registry import METHODS, ordered_methods
 from captionlens.models.checkpoints import CheckpointError
-from captionlens.models.encoders import BACKBONES, PretrainedWeightsMissing
+from captionlens.models.encoders import TRUNKS, PretrainedWeightsMissing
 from captionlens.training import TrainConfig, pick_device
 
-LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError)
+LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError, TypeError)
+POSITIVE = click.IntRange(min=1)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MODELS = ("show-tell", "show-attend-tell")
 
@@ -60,6 +62,12 @@ def train_default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
+def methods_help() -> str:
+    """The --methods help, from the method registry."""
+    names = [f"{n}{' (needs attention)' if METHODS[n].needs_attention else ''}" for n in ordered_methods(METHODS)]
+    return "Comma-separated: " + ", ".join(names) + "."
+
+
 def comma_list(value: str) -> list[str]:
     """"gradcam, lime" -> ["gradcam", "lime"]: the --methods and --keywords syntax."""
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -76,6 +84,8 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option value: one line naming the option, like library errors
+            raise _LibraryError(exc.format_message()) from None
         except LIBRARY_ERRORS as exc:
             raise _LibraryError(str(exc)) from None
 
@@ -90,26 +100,33 @@ def main() -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder or JSON file.")
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None, help="Guessed when left out.")
 @click.option("--model", type=click.Choice(MODELS), default=train_default("model"), show_default=True)
-@click.option("--backbone", type=click.Choice(BACKBONES), default=train_default("backbone"), show_default=True)
-@click.option("--pretrained/--no-pretrained", default=train_default("pretrained"), show_default=True,
-              help="ImageNet weights for a ResNet backbone.")
+@click.option("--backbone", type=click.Choice(list(TRUNKS)), default=None,
+              help="Default: tiny for the shapes data, resnet50 for photos (printed at the start).")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="ImageNet weights for a ResNet backbone. Default: on for photos, off for the shapes data.")
+@click.option("--image-size", type=POSITIVE, default=None, help="Input size. Default: 96 for shapes, 224 for photos.")
+@click.option("--embed-size", type=POSITIVE, default=None)
+@click.option("--hidden-size", type=POSITIVE, default=None)
+@click.option("--attention-dim", type=POSITIVE, default=None, help="Show-Attend-Tell only.")
+@click.option("--grid-size", type=click.IntRange(min=0), default=None,
+              help="Show-Attend-Tell: pool the map to a grid (0: keep it). Default: 7 for photos, 0 for shapes.")
 @click.option("--fine-tune-encoder/--freeze-encoder", default=train_default("fine_tune_encoder"),
               show_default=True)
-@click.option("--epochs", type=int, default=train_default("epochs"), show_default=True)
-@click.option("--batch-size", type=int, default=train_default("batch_size"), show_default=True,
+@click.option("--epochs", type=POSITIVE, default=train_default("epochs"), show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=train_default("batch_size"), show_default=True,
               help="Images per step, each with all its captions.")
-@click.option("--lr", type=float, default=train_default("lr"), show_default=True)
-@click.option("--image-size", type=int, default=train_default("image_size"), show_default=True)
-@click.option("--beam-size", type=int, default=train_default("beam_size"), show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=train_default("lr"), show_default=True)
+@click.option("--beam-size", type=POSITIVE, default=train_default("beam_size"), show_default=True,
               help="Beam of the validation captions.")
-@click.option("--val-limit", type=int, default=None, help="Validate on the first N val images only.")
+@click.option("--val-limit", type=POSITIVE, default=None, help="Validate on the first N val images only.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(train_default("out_dir")),
               show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.option("--seed", type=int, default=train_default("seed"), show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def train(format_: str | None, **options: Any) -> None:
-    """Train a captioning model; checkpoints, log and curves go to --out."""
+    """Train a captioning model; checkpoints, log and curves go to --out. The architecture and sizes
+    follow the data unless given, and are printed before training starts."""
     from captionlens.training import train as run_training
 
     result = run_training(TrainConfig(format=format_, **options))
@@ -122,9 +139,9 @@ def train(format_: str | None, **options: Any) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder or JSON file.")
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None, help="Guessed when left out.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@click.option("--beam-size", type=int, default=3, show_default=True)
-@click.option("--max-length", type=int, default=20, show_default=True)
-@click.option("--limit", type=int, default=None, help="Evaluate the first N images only.")
+@click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
+@click.option("--max-length", type=POSITIVE, default=20, show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="Evaluate the first N images only.")
 @click.option("--metric", "metrics", type=click.Choice(METRICS), multiple=True,
               help="Repeat to pick metrics; all when left out (METEOR starts java: seconds).")
 @click.option("--device", default="auto", show_default=True)
@@ -151,8 +168,8 @@ def evaluate(checkpoint: Path, data: Path, format_: str | None, split: str, beam
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
-@click.option("--beam-size", type=int, default=3, show_default=True)
-@click.option("--max-length", type=int, default=20, show_default=True)
+@click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
+@click.option("--max-length", type=POSITIVE, default=20, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {image, caption, log_prob}.")
 def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_length: int, device: str,
@@ -183,15 +200,15 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
-@click.option("--methods", default="gradcam", show_default=True,
-              help="Comma-separated: gradcam, gradcam++, attention (Show-Attend-Tell), lime, occlusion.")
-@click.option("--beam-size", type=int, default=3, show_default=True)
-@click.option("--max-length", type=int, default=20, show_default=True)
+@click.option("--methods", default="gradcam", show_default=True, help=methods_help())
+@click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
+@click.option("--max-length", type=POSITIVE, default=20, show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/explain"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Images explained together.")
+@click.option("--batch-size", type=POSITIVE, default=8, show_default=True, help="Images explained together.")
 @click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete.")
-@click.option("--lime-samples", type=int, default=1000, show_default=True, help="Perturbed images per LIME run.")
+@click.option("--lime-samples", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Perturbed images per LIME run.")
 def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
             output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int) -> None:
     """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
@@ -217,10 +234,11 @@ def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: 
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
 @click.option("--images", multiple=True, required=True, help="Files, folders or quoted globs; repeat for more.")
 @click.option("--keywords", required=True, help="Comma-separated words, e.g. dog,person,ball.")
-@click.option("--limit", type=int, default=100, show_default=True, help="Caption the first N images only.")
-@click.option("--method", default="gradcam", show_default=True, help="One explanation method.")
-@click.option("--beam-size", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Caption the first N images only.")
+@click.option("--method", type=click.Choice(ordered_methods(METHODS)), default="gradcam", show_default=True,
+              help="One explanation method.")
+@click.option("--beam-size", type=POSITIVE, default=1, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=16, show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/focus"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, method: str, beam_size: int,
@@ -236,6 +254,57 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
     click.echo(f"wrote {save_focus(result, output_dir)}")
     if result.failed:
         sys.exit(1)
+
+
+@main.group()
+def convert() -> None:
+    """Turn a model trained elsewhere into a captionlens checkpoint (exactly, or not at all)."""
+
+
+def preprocessing_options(size: int, interpolation: str) -> Any:
+    """--image-size and --interpolation, defaulting to the tutorial's own preprocessing."""
+    def wrap(fn: Any) -> Any:
+        fn = click.option("--interpolation", type=click.Choice(list(INTERPOLATIONS)), default=interpolation,
+                          show_default=True, help="Resize filter of the tutorial's inference script.")(fn)
+        return click.option("--image-size", type=POSITIVE, default=size, show_default=True,
+                            help="Input size the tutorial's inference script resizes to.")(fn)
+    return wrap
+
+
+def _converted(path: Path) -> None:
+    from captionlens.models.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    click.echo(f"wrote {path}: {type(ckpt.model).__name__}, {ckpt.model.config.backbone}, "
+               f"{len(ckpt.vocab)} words, {ckpt.model.preprocessing.image_size} px input")
+
+
+@convert.command("yunjey")
+@click.option("--encoder", required=True, type=click.Path(path_type=Path), help="encoder-E-S.ckpt")
+@click.option("--decoder", required=True, type=click.Path(path_type=Path), help="decoder-E-S.ckpt")
+@click.option("--vocab", required=True, type=click.Path(path_type=Path), help="vocab.pkl")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="model.safetensors")
+@preprocessing_options(224, "lanczos")
+def convert_yunjey(encoder: Path, decoder: Path, vocab: Path, out: Path, image_size: int, interpolation: str) -> None:
+    """yunjey/pytorch-tutorial's image_captioning (ResNet + LSTM) -> a captionlens checkpoint."""
+    from captionlens.models.importers import convert_yunjey as run
+
+    _converted(run(encoder, decoder, vocab, out, Preprocessing(image_size=image_size, interpolation=interpolation)))
+
+
+@convert.command("sgrvinod")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="BEST_checkpoint_<name>.pth.tar")
+@click.option("--word-map", required=True, type=click.Path(path_type=Path), help="WORDMAP_<name>.json")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="model.safetensors")
+@click.option("--grid-size", type=POSITIVE, default=None, help="Default: the pickled encoder's adaptive_pool size.")
+@preprocessing_options(256, "bilinear")
+def convert_sgrvinod(checkpoint: Path, word_map: Path, out: Path, grid_size: int | None, image_size: int,
+                     interpolation: str) -> None:
+    """sgrvinod's a-PyTorch-Tutorial-to-Image-Captioning (Show, Attend and Tell) -> a captionlens checkpoint."""
+    from captionlens.models.importers import convert_sgrvinod as run
+
+    preprocessing = Preprocessing(image_size=image_size, interpolation=interpolation)
+    _converted(run(checkpoint, word_map, out, preprocessing, grid_size))
 
 
 @main.command()

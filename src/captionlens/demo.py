@@ -19,11 +19,14 @@ import torch
 from PIL import Image
 
 from captionlens.data.datasets import load_dataset
+from captionlens.data.images import ImageLoadError
 from captionlens.data.shapes import generate_shapes
 from captionlens.evaluate.caption_metrics import caption_files, evaluate_model
+from captionlens.explain.registry import METHODS, ordered_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.export import EXPLANATION, ExportSummary, export_explanations
 from captionlens.models.checkpoints import load_checkpoint
+from captionlens.models.decoding import Decoded
 from captionlens.training import TrainConfig, TrainResult, train
 from captionlens.viz.figures import method_comparison, save_figure, word_grid
 
@@ -33,7 +36,6 @@ DEMO_EPOCHS = {"full": 5, "quick": 1}
 N_CAPTIONED = 3
 # The report step: (held-out images, LIME samples, longest caption); coarse occlusion patches keep it fast.
 REPORT_SIZES = {"full": (6, 300, 20), "quick": (2, 50, 5)}
-REPORT_METHODS = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
 REPORT_SETTINGS = {"occlusion": {"window": 24, "stride": 12}}
 DOCS_DPI = 80
 
@@ -90,11 +92,12 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
     with steps.timed("caption", f"captioning {N_CAPTIONED} held-out images ..."):
         shown = test_records[:N_CAPTIONED]
         decoded = caption_files(best.model, [r.image_path for r in shown], best.vocab)
-        captions = [{"image": str(r.image_path), "caption": d.caption, "reference": r.captions[0]}
+        captions = [{"image": str(r.image_path), "caption": _caption(d), "reference": r.captions[0]}
                     for r, d in zip(shown, decoded)]
         _write_json(out / "captions.json", captions)
     n_report, lime_samples, max_length = REPORT_SIZES["quick" if quick else "full"]
-    methods = [m for m in REPORT_METHODS if m != "attention" or best.model.has_attention]
+    methods = [name for name in ordered_methods(METHODS)
+               if best.model.has_attention or not METHODS[name].needs_attention]
     with steps.timed("report", f"explaining {n_report} held-out images with {', '.join(methods)} ..."):
         report = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
                                      methods, max_length=max_length, figures=(), progress=False,
@@ -102,8 +105,9 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
         docs = _docs_figures(report, Path(docs_dir)) if docs_dir else {}
     files = {"data": data, "checkpoint": trained.last_checkpoint, "best checkpoint": trained.best_checkpoint,
              "training log": trained.out_dir / "train_log.jsonl", "curves": trained.out_dir / "training_curves.png",
-             "evaluation": out / "evaluation.json", "captions": out / "captions.json", "report": report.index_html,
-             **docs}
+             "evaluation": out / "evaluation.json", "captions": out / "captions.json", **docs}
+    if report.index_html is not None:
+        files["report"] = report.index_html
     return DemoResult(out, trained, evaluation["metrics"], captions, steps.timings, files)
 
 
@@ -122,6 +126,12 @@ def _docs_figures(report: ExportSummary, docs_dir: Path) -> dict[str, Path]:
             small = image.convert("RGB").quantize(256)
         small.save(path, optimize=True)
     return {name: path for name, (_, path) in figures.items()}
+
+
+def _caption(decoded: Decoded | ImageLoadError) -> str:
+    if isinstance(decoded, ImageLoadError):
+        raise decoded
+    return decoded.caption
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -37,7 +37,7 @@ from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, load_image
 from captionlens.explain import api
 from captionlens.explain.result import CaptionExplanation, MethodMaps
-from captionlens.models.base import CaptionModel
+from captionlens.models.protocol import Captioner
 from captionlens.viz.figures import method_comparison, save_figure, triptych, word_grid
 from captionlens.viz.overlay import resize_map
 from captionlens.viz.report import ASSETS, write_report
@@ -72,7 +72,7 @@ class _Job:
     folder: str
 
 
-def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                         methods: Sequence[str] = ("gradcam",), beam_size: int = 3, batch_size: int = 8,
                         resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
                         figures: Sequence[str] = ("grid", "comparison"), progress: bool = True,
@@ -84,7 +84,8 @@ def export_explanations(model: CaptionModel, image_paths: Sequence[str | os.Path
     `resume`, images whose folder is complete and holds every requested method are skipped.
     """
     methods = list(dict.fromkeys(methods))
-    _check_arguments(model, image_paths, methods, figures, batch_size)
+    _check_arguments(image_paths, methods, figures, batch_size)
+    api.check_explain_arguments(model, methods, beam_size, max_length, "log_prob", None, settings)
     options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {}}
     start = time.perf_counter()
     out = Path(out_dir)
@@ -133,16 +134,16 @@ def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: 
     return pending
 
 
-def _check_arguments(model: CaptionModel, image_paths: Sequence[Any], methods: list[str], figures: Sequence[str],
+def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures: Sequence[str],
                      batch_size: int) -> None:
-    """Usage errors, raised before any work (they would otherwise fail every image alike)."""
+    """Usage errors of the export itself, raised before any work (they would otherwise fail every image alike);
+    `api.check_explain_arguments` checks the explanation's."""
     if not image_paths:
         raise ValueError("no images to explain")
     if not methods:
         raise ValueError("no explanation methods given")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    api.check_methods(model, methods)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     bad_figures = [f for f in figures if f not in FIGURES]
     if bad_figures:
         raise ValueError(f"unknown figure(s) {bad_figures}; choose from {FIGURES}")
@@ -195,7 +196,7 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
 
 def _recorded_sources(out: Path) -> dict[str, str]:
     """Absolute source image path -> folder name, for the complete folders an earlier run left."""
-    sources = {}
+    sources: dict[str, str] = {}
     for folder in _result_folders(out):
         meta = _read_meta(folder)
         if meta and meta.get("image_path"):
@@ -205,10 +206,10 @@ def _recorded_sources(out: Path) -> dict[str, str]:
 
 def _complete(folder: Path, methods: Sequence[str]) -> bool:
     meta = _read_meta(folder) if (folder / f"{EXPLANATION}.npz").is_file() else None
-    return bool(meta) and set(methods) <= set(meta.get("methods", {}))
+    return meta is not None and set(methods) <= set(meta.get("methods", {}))
 
 
-def _explain_jobs(model: CaptionModel, jobs: list[_Job], methods: list[str], options: dict[str, Any]
+def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], options: dict[str, Any]
                   ) -> Iterator[tuple[_Job, CaptionExplanation | Exception]]:
     """Each job with its explanation or its error: loaded one by one, explained as one batch, and one
     by one again when the batch fails, so only the image at fault is lost."""
@@ -234,7 +235,7 @@ def _explain_jobs(model: CaptionModel, jobs: list[_Job], methods: list[str], opt
         yield item[0], result
 
 
-def _explain_images(model: CaptionModel, loaded: list[tuple[_Job, Image.Image]], methods: list[str],
+def _explain_images(model: Captioner, loaded: list[tuple[_Job, Image.Image]], methods: list[str],
                     options: dict[str, Any]) -> list[CaptionExplanation]:
     """explain_batch on loaded images; `options` are its beam_size, max_length and settings."""
     results = api.explain_batch(model, [image for _, image in loaded], methods, **options)

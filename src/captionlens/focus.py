@@ -27,10 +27,11 @@ from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError
 from captionlens.data.vocabulary import tokenize
 from captionlens.evaluate.caption_metrics import caption_files
-from captionlens.explain.api import check_methods, explain_batch
-from captionlens.models.base import CaptionModel
+from captionlens.explain.api import check_explain_arguments, explain_batch
+from captionlens.explain.registry import is_signed
+from captionlens.models.protocol import Captioner, require_vocab
 from captionlens.viz.figures import save_figure
-from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, is_signed, overlay, resize_map, scale_maps
+from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, overlay, resize_map, scale_maps
 
 FOCUS_JSON = "focus.json"
 FOCUS_NPZ = "focus.npz"
@@ -55,7 +56,7 @@ class KeywordFocus:
     @property
     def mean_map(self) -> np.ndarray | None:
         """Pixel-wise mean of the normalised maps, or None when no image matched."""
-        return np.mean(self.maps, axis=0, dtype=np.float64).astype(np.float32) if self.maps else None
+        return np.asarray(np.mean(self.maps, axis=0, dtype=np.float64), np.float32) if self.maps else None
 
 
 @dataclass
@@ -78,7 +79,7 @@ class FocusResult:
         return out
 
 
-def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike], keywords: Sequence[str],
+def keyword_focus(model: Captioner, image_paths: Sequence[str | os.PathLike], keywords: Sequence[str],
                   method: str = "gradcam", limit: int = 100, beam_size: int = 1, batch_size: int = 16,
                   size: int = 64, max_length: int = 20, settings: dict[str, Any] | None = None,
                   verbose: bool = True) -> FocusResult:
@@ -89,15 +90,15 @@ def keyword_focus(model: CaptionModel, image_paths: Sequence[str | os.PathLike],
     `FocusResult.lines()` are printed.
     """
     words = _keyword_tokens(keywords)
-    check_methods(model, [method])
+    check_explain_arguments(model, [method], beam_size, max_length, "log_prob", None, {method: settings or {}})
     if limit < 1 or size < 1:
         raise ValueError(f"limit and size must be >= 1, got limit={limit}, size={size}")
     paths = [str(p) for p in list(image_paths)[:limit]]
     if not paths:
         raise ValueError("no images to look for keywords in")
-    vocab = model.vocab
+    vocab = require_vocab(model)
     result = FocusResult(method, size, {}, {w: KeywordFocus(w) for w in words},
-                         unknown=[w for w in words if vocab is not None and w not in vocab])
+                         unknown=[w for w in words if w not in vocab])
     decoded = caption_files(model, paths, beam_size=beam_size, max_length=max_length, batch_size=batch_size)
     tokens: dict[str, list[str]] = {}
     for path, outcome in zip(paths, decoded):
@@ -128,7 +129,7 @@ def _keyword_tokens(keywords: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _collect(model: CaptionModel, paths: list[str], tokens: dict[str, list[str]], result: FocusResult,
+def _collect(model: Captioner, paths: list[str], tokens: dict[str, list[str]], result: FocusResult,
              settings: dict[str, Any]) -> None:
     """Explain these images' own captions (teacher-forced) and file each keyword's map under it."""
     with warnings.catch_warnings():
@@ -181,9 +182,9 @@ def save_focus(result: FocusResult, out_dir: str | os.PathLike) -> Path:
     return focus.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"method": result.method, "size": result.size, "images": len(result.captions),
+    summary: dict[str, Any] = {"method": result.method, "size": result.size, "images": len(result.captions),
                "failed": result.failed, "unknown_keywords": result.unknown, "keywords": {}}
-    means = {}
+    means: dict[str, Any] = {}
     for word, focus in result.keywords.items():
         entry = {"count": focus.count, "images": [{"path": p, "caption": c, "word_index": i} for p, c, i in
                                                   zip(focus.paths, focus.captions, focus.word_index)]}

@@ -6,11 +6,11 @@ scheduler and grad-scaler state, read back with weights_only=True) in `out_dir`,
 (`train_log.jsonl`, one line per epoch) and a loss/BLEU plot (`training_curves.png`).
 
 Each batch holds whole images with all their captions: the encoder runs once per image, not once per
-caption. The defaults are the recipe for the tiny Show-Attend-Tell model on the synthetic shapes data
-(`captionlens demo`: test BLEU-4 about 0.65 after 5 epochs of 1500 images, 70-95 s on two CPU cores);
-a real dataset wants a ResNet backbone (its 7x7 map at 224 px needs no pooling) and more epochs. The
-attention penalty is off by default: with 144 regions and ~10 words it can only pull attention
-towards uniform, and it slowed learning on the shapes data.
+caption. The model's sizes follow the data unless given (`RECIPES`): the tiny Show-Attend-Tell model
+on the synthetic shapes data (`captionlens demo`), an ImageNet-pretrained ResNet-50 at 224 px for
+photos (which also want more epochs than the default 5). The attention penalty is off by default: with
+144 regions and ~10 words it can only pull attention towards uniform, and it slowed learning on the
+shapes data.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,16 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captionlens.data.datasets import CaptionTrainingSet, load_dataset
+from captionlens.atomic import atomic_path
+from captionlens.data.datasets import CaptionTrainingSet, detect_format, load_dataset
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.evaluate.caption_metrics import evaluate_model
 from captionlens.models.base import CaptionModel
-from captionlens.models.checkpoints import build_model, load_checkpoint, save_checkpoint
-from captionlens.models.encoders import set_trunk_trainable
+from captionlens.models.checkpoints import load_checkpoint, save_checkpoint
+from captionlens.models.config import CaptionerConfig, build_model
+from captionlens.models.show_attend_tell import ShowAttendTellConfig
+from captionlens.models.show_tell import ShowTellConfig
 
 LOG_NAME, PLOT_NAME, STATE_NAME = "train_log.jsonl", "training_curves.png", "last.train.pt"
 BEST_NAME, LAST_NAME = "best.safetensors", "last.safetensors"
@@ -51,12 +55,15 @@ class TrainConfig:
     data: str | Path
     format: str | None = None                 # kaggle | flickr | karpathy | shapes; None: guessed
     model: str = "show-attend-tell"           # or "show-tell"
-    backbone: str = "tiny"                    # tiny | resnet18 | resnet34 | resnet50 | resnet101
-    pretrained: bool = False                  # ImageNet weights for a ResNet backbone
-    embed_size: int = 64
-    hidden_size: int = 256
-    attention_dim: int = 64                   # show-attend-tell only
-    grid_size: int | None = None              # show-attend-tell: pool the feature map to grid x grid; None keeps it
+    # None below: the recipe for the data (`RECIPES`: the tiny CNN for the synthetic shapes, an
+    # ImageNet-pretrained ResNet-50 at 224 px for photos); `describe()` says what was chosen.
+    backbone: str | None = None               # tiny | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | ...
+    pretrained: bool | None = None            # ImageNet weights for a ResNet backbone
+    embed_size: int | None = None
+    hidden_size: int | None = None
+    attention_dim: int | None = None          # show-attend-tell only
+    grid_size: int | None = None              # show-attend-tell: pool the map to grid x grid; 0 keeps the map
+    image_size: int | None = None
     num_layers: int = 1                       # show-tell only
     dropout: float = 0.1
     epochs: int = 5
@@ -70,7 +77,6 @@ class TrainConfig:
     grad_clip: float = 5.0
     fine_tune_encoder: bool = True            # False freezes the conv trunk (sensible with pretrained=True)
     min_word_freq: int = 1
-    image_size: int = 96
     max_length: int = 20                      # of validation captions
     beam_size: int = 3                        # of validation captions
     attention_lambda: float = 0.0             # doubly stochastic attention regularisation (Xu et al. use 1)
@@ -86,6 +92,48 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    def for_data(self, format: str) -> TrainConfig:
+        """This config with every None size taken from the recipe for data of `format`."""
+        recipe = dict(RECIPES["shapes" if format == "shapes" else "photos"])
+        if self.backbone == "tiny":
+            recipe["pretrained"] = False  # the tiny CNN has no ImageNet weights
+        return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
+
+    def describe(self) -> str:
+        """One line: the architecture and sizes this (resolved) config trains."""
+        weights = "ImageNet weights" if self.pretrained else "random init"
+        parts = [f"{self.model}", f"backbone {self.backbone} ({weights})", f"{self.image_size} px input",
+                 f"embed {self.embed_size}", f"hidden {self.hidden_size}"]
+        if self.model == "show-attend-tell":
+            parts += [f"attention {self.attention_dim}", f"grid {self.grid_size or 'as the trunk gives it'}"]
+        else:
+            parts.append(f"{self.num_layers} LSTM layer{'s' * (self.num_layers != 1)}")
+        return "model: " + ", ".join(parts)
+
+    def model_config(self, vocab_size: int) -> CaptionerConfig:
+        """The model config this (resolved) training config builds."""
+        attention_dim, image_size = self.attention_dim, self.image_size
+        if self.backbone is None or image_size is None or attention_dim is None:
+            raise ValueError("the config has sizes left open: call for_data() first")
+        common: dict[str, Any] = {"vocab_size": vocab_size, "embed_size": self.embed_size,
+                                  "hidden_size": self.hidden_size, "backbone": self.backbone,
+                                  "dropout": self.dropout, "preprocessing": Preprocessing(image_size=image_size)}
+        if self.model == "show-tell":
+            return ShowTellConfig(**common, num_layers=self.num_layers)
+        if self.model == "show-attend-tell":
+            return ShowAttendTellConfig(**common, attention_dim=attention_dim, grid_size=self.grid_size or None)
+        raise ValueError(f"unknown model {self.model!r}; use show-tell or show-attend-tell")
+
+
+# Sizes by kind of data. The shapes recipe is the demo's (test BLEU-4 about 0.6 in 5 epochs on two CPU
+# cores); photos get the usual ResNet-50 setup (its 7x7 map at 224 px needs no pooling).
+RECIPES: dict[str, dict[str, Any]] = {
+    "shapes": {"backbone": "tiny", "pretrained": False, "image_size": 96, "embed_size": 64, "hidden_size": 256,
+               "attention_dim": 64, "grid_size": 0},
+    "photos": {"backbone": "resnet50", "pretrained": True, "image_size": 224, "embed_size": 256, "hidden_size": 512,
+               "attention_dim": 256, "grid_size": 7},
+}
 
 
 @dataclass
@@ -150,12 +198,11 @@ def collate_images(batch: Sequence[tuple[torch.Tensor, list[torch.Tensor]]], pad
 
 def caption_loss(model: CaptionModel, images: torch.Tensor, captions: torch.Tensor, owner: torch.Tensor,
                  pad_idx: int, attention_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(objective, cross-entropy): the cross-entropy of every next word (<PAD> ignored), plus for attention
-    models the doubly stochastic penalty lambda * mean((1 - sum_t alpha_t)^2) over the non-pad steps
-    (Xu et al., 2015, eq. 14). The penalty never reaches 0 when a caption is shorter than the number of
-    regions, so the log reports the cross-entropy alone."""
-    features = model.encode(images).index_select(0, owner)
-    logits, alphas = model.teacher_forced(features, captions)
+    """(objective, cross-entropy): the cross-entropy of every next word (<PAD> ignored) under the model's
+    training forward, plus for attention models the doubly stochastic penalty lambda * mean((1 -
+    sum_t alpha_t)^2) over the non-pad steps (Xu et al., 2015, eq. 14). The penalty never reaches 0
+    when a caption is shorter than the number of regions, so the log reports the cross-entropy alone."""
+    logits, alphas = model(images, captions, owner)
     targets = captions[:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=pad_idx)
     if alphas is None or attention_lambda <= 0:
@@ -203,9 +250,10 @@ class _Run:
             self.best_bleu4 = row["val_bleu4"]
             save_checkpoint(self.out / BEST_NAME, self.model, self.vocab, row["epoch"], metrics)
         save_checkpoint(self.out / LAST_NAME, self.model, self.vocab, row["epoch"], metrics)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(), "history": self.history, "best_bleu4": self.best_bleu4},
-                   self.out / STATE_NAME)
+        with atomic_path(self.out / STATE_NAME) as tmp:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict(), "history": self.history, "best_bleu4": self.best_bleu4},
+                       tmp)
         with open(self.out / LOG_NAME, "a", encoding="utf-8") as log:
             log.write(json.dumps(row) + "\n")
         plot_curves(self.history, self.out / PLOT_NAME)
@@ -222,20 +270,24 @@ def train(config: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     dataset = load_dataset(config.data, config.format)
+    config = config.for_data(config.format or detect_format(config.data))
     train_split, val_split = dataset.split("train"), dataset.split("val")
     if not len(train_split) or not len(val_split):
         raise ValueError(f"{config.data}: needs images in both the train and the val split "
                          f"(has {len(train_split)} and {len(val_split)})")
     resumed = _resume_state(out, device) if config.resume else None
+    if config.progress:
+        tqdm.write(config.describe() if resumed is None else f"resuming {type(resumed['model']).__name__} from "
+                   f"{out / LAST_NAME}", file=sys.stderr)
     if resumed is None:
         vocab = Vocabulary.build(train_split.all_captions(), config.min_word_freq)
-        model = _new_model(config, len(vocab)).to(device)
+        model = build_model(config.model_config(len(vocab)), pretrained=bool(config.pretrained)).to(device)
         (out / LOG_NAME).unlink(missing_ok=True)
     else:
         model, vocab = resumed["model"], resumed["vocab"]
-    set_trunk_trainable(model.encoder, config.fine_tune_encoder)
-    pairs = CaptionTrainingSet(train_split, vocab, model.config["image_size"],
-                               preload=_preload(config, len(train_split)))
+    model.encoder.resnet.requires_grad_(config.fine_tune_encoder)  # the projection always trains
+    preload = _preload(model, len(train_split), config.preload)
+    pairs = CaptionTrainingSet(train_split, vocab, model.preprocessing, preload=preload)
     loader = DataLoader(ImageCaptions(pairs), batch_size=config.batch_size, shuffle=True,
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
                         collate_fn=functools.partial(collate_images, pad_idx=vocab.pad_idx))
@@ -269,22 +321,10 @@ def train(config: TrainConfig) -> TrainResult:
                        time.perf_counter() - start)
 
 
-def _new_model(config: TrainConfig, vocab_size: int) -> CaptionModel:
-    common = {"vocab_size": vocab_size, "embed_size": config.embed_size, "hidden_size": config.hidden_size,
-              "backbone": config.backbone, "pretrained": config.pretrained, "dropout": config.dropout,
-              "image_size": config.image_size}
-    if config.model == "show-tell":
-        return build_model({"architecture": "show-tell", **common, "num_layers": config.num_layers})
-    if config.model == "show-attend-tell":
-        return build_model({"architecture": "show-attend-tell", **common, "attention_dim": config.attention_dim,
-                            "grid_size": config.grid_size})
-    raise ValueError(f"unknown model {config.model!r}; use show-tell or show-attend-tell")
-
-
-def _preload(config: TrainConfig, n_images: int) -> bool:
-    if config.preload is not None:
-        return config.preload
-    return n_images * 3 * config.image_size ** 2 <= PRELOAD_BYTES
+def _preload(model: CaptionModel, n_images: int, preload: bool | None = None) -> bool:
+    if preload is not None:
+        return preload
+    return n_images * 3 * model.preprocessing.image_size ** 2 <= PRELOAD_BYTES
 
 
 def _resume_state(out: Path, device: torch.device) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def test_kaggle_captions_with_commas_and_quotes(tmp_path, make_images):
 def test_kaggle_uses_official_split_files_when_present(tmp_path, make_images):
     (tmp_path / "captions.txt").write_text(KAGGLE_CSV)
     make_images(tmp_path / "Images", ["a.jpg", "b.jpg", "c.jpg"])
-    for (split, name), image in zip(SPLIT_FILES.items(), ["b.jpg", "a.jpg", ""]):
+    for name, image in zip(SPLIT_FILES.values(), ["b.jpg", "a.jpg", ""]):
         (tmp_path / name).write_text(image + "\n")
     splits = {r.image_id: r.split for r in load_kaggle_flickr8k(tmp_path)}
     assert splits == {"a.jpg": "val", "b.jpg": "train"}   # c.jpg is in no split: left out

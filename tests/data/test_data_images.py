@@ -5,16 +5,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms
 
-from captionlens.data.images import (
-    ImageLoadError,
-    denormalize,
-    load_image,
-    load_image_tensor,
-    make_transform,
-    normalize_uint8,
-    resize_uint8,
-)
+from captionlens.data.images import ImageLoadError, Preprocessing, load_image, load_image_tensor
 
 
 def _pixels(path) -> np.ndarray:
@@ -122,19 +115,47 @@ def test_missing_file(tmp_path):
 def test_transform_round_trip(tmp_path):
     array = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(array).save(tmp_path / "x.png")
-    tensor, original = load_image_tensor(tmp_path / "x.png", image_size=16)
+    preprocessing = Preprocessing(image_size=16)
+    tensor, original = load_image_tensor(tmp_path / "x.png", preprocessing)
     assert tensor.shape == (3, 16, 16) and tensor.dtype == torch.float32
     assert np.array_equal(original, array)
-    assert np.abs(denormalize(tensor).astype(int) - array).max() <= 1
+    assert np.abs(preprocessing.denormalize(tensor).astype(int) - array).max() <= 1
 
 
-def test_cached_uint8_path_equals_the_transform(tmp_path):
+@pytest.mark.parametrize(("interpolation", "mode"), [("bilinear", transforms.InterpolationMode.BILINEAR),
+                                                     ("lanczos", transforms.InterpolationMode.LANCZOS)])
+def test_transform_equals_torchvision_compose(interpolation, mode):
+    """The oracle: the torchvision pipeline the seed notebook and the tutorials write by hand."""
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    expected = transforms.Compose([transforms.Resize((24, 24), interpolation=mode), transforms.ToTensor(),
+                                   transforms.Normalize(mean, std)])(image)
+    ours = Preprocessing(image_size=24, interpolation=interpolation, mean=mean, std=std).transform(image)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    pil = np.asarray(image.resize((24, 24), Image.LANCZOS if interpolation == "lanczos" else Image.BILINEAR))
+    torch.testing.assert_close(ours, torch.from_numpy(((pil / 255.0 - mean) / std).transpose(2, 0, 1)).float(),
+                               rtol=0, atol=1e-5)
+
+
+def test_cached_uint8_path_equals_the_transform():
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 20, 3), dtype=np.uint8))
-    cached = resize_uint8(image, 24)
+    preprocessing = Preprocessing(image_size=24)
+    cached = preprocessing.resize_uint8(image)
     assert cached.dtype == torch.uint8 and cached.shape == (3, 24, 24)
-    assert torch.equal(normalize_uint8(cached), make_transform(24)(image))
+    assert torch.equal(preprocessing.normalize_uint8(cached), preprocessing.transform(image))
+
+
+def test_preprocessing_round_trips_as_json_and_refuses_bad_values():
+    preprocessing = Preprocessing(image_size=256, interpolation="lanczos")
+    assert Preprocessing.from_dict(preprocessing.to_dict()) == preprocessing
+    with pytest.raises(ValueError, match="unknown interpolation 'cubic'"):
+        Preprocessing(interpolation="cubic")
+    with pytest.raises(ValueError, match="image_size must be a positive integer, got 0"):
+        Preprocessing(image_size=0)
+    with pytest.raises(ValueError, match=r"unknown preprocessing field\(s\) \['crop'\]"):
+        Preprocessing.from_dict({"crop": 3})
 
 
 def test_denormalize_rejects_a_batch():
     with pytest.raises(ValueError, match=r"\(3, H, W\).*\(2, 3, 4, 4\)"):
-        denormalize(torch.zeros(2, 3, 4, 4))
+        Preprocessing().denormalize(torch.zeros(2, 3, 4, 4))

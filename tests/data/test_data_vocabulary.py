@@ -32,3 +32,22 @@ def test_json_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"idx2word": ["a"]}')
     with pytest.raises(ValueError, match=r"bad\.json: vocabulary JSON must hold"):
         Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_other_spellings_and_positions_of_the_special_tokens():
+    """sgrvinod's word map: <pad> first, the words, then <unk> <start> <end>."""
+    words = ["<pad>", "a", "dog", "<unk>", "<start>", "<end>"]
+    vocab, order = Vocabulary.from_index_words(words)
+    assert [vocab.idx2word[i] for i in range(len(vocab))] == [PAD, START, END, UNK, "a", "dog"]
+    assert [words[i] for i in order] == ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]
+    vocab, order = Vocabulary.from_index_words(["<PAD>", "<Start>", "<EOS>", "<unknown>", "x"])
+    assert order == [0, 1, 2, 3, 4] and vocab("x") == 4
+
+
+def test_special_token_problems_are_named():
+    with pytest.raises(ValueError, match="lacks the special token.*<UNK>"):
+        Vocabulary.from_index_words(["<pad>", "<start>", "<end>", "a"])
+    with pytest.raises(ValueError, match="two <START> tokens: '<start>' at 1 and '<START>' at 4"):
+        Vocabulary.from_index_words(["<pad>", "<start>", "<end>", "<unk>", "<START>"])
+    with pytest.raises(ValueError, match="the word 'a' twice"):
+        Vocabulary.from_index_words(["<pad>", "<start>", "<end>", "<unk>", "a", "a"])

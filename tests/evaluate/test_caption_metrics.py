@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from captionlens.data.datasets import load_dataset
-from captionlens.data.images import ImageLoadError, load_image_tensor
+from captionlens.data.images import ImageLoadError, Preprocessing, load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.evaluate import caption_files, evaluate_checkpoint, score_captions
-from captionlens.evaluate import caption_metrics
-from captionlens.models import ShowAttendTellModel, save_checkpoint
+from captionlens.evaluate import caption_files, caption_metrics, evaluate_checkpoint, score_captions
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, save_checkpoint
 
 
 def test_bleu_matches_a_hand_computation():
@@ -76,8 +75,9 @@ def shapes_checkpoint(tmp_path):
     data = generate_shapes(tmp_path / "shapes", n_train=6, n_val=2, n_test=5, image_size=32, seed=1)
     vocab = Vocabulary.build(load_dataset(data, "shapes").split("train").all_captions())
     torch.manual_seed(0)
-    model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=32, attention_dim=16, backbone="tiny",
-                                image_size=32).eval()
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
+                                                     attention_dim=16, backbone="tiny",
+                                                     preprocessing=Preprocessing(image_size=32))).eval()
     return save_checkpoint(tmp_path / "m.safetensors", model, vocab), data, model, vocab
 
 
@@ -88,7 +88,7 @@ def test_evaluate_checkpoint_captions_each_test_image_as_one_image_decoding_does
     assert result["decoding"] == {"beam_size": 2, "max_length": 6, "length_penalty": 0.0}
     assert result["split"] == "test" and result["metrics"]["images"] == 4
     for record in records:
-        tensor, _ = load_image_tensor(record.image_path, 32)
+        tensor, _ = load_image_tensor(record.image_path, Preprocessing(image_size=32))
         assert result["predictions"][record.image_id] == model.generate_caption(tensor, vocab, max_length=6,
                                                                                 beam_size=2)
     expected = score_captions(result["predictions"], {r.image_id: r.captions for r in records}, ("BLEU",))
@@ -103,5 +103,5 @@ def test_caption_files_reports_a_bad_file_in_its_place(shapes_checkpoint, tmp_pa
     results = caption_files(model, [good[0], bad, good[1]], vocab, beam_size=1, max_length=5, batch_size=2)
     assert isinstance(results[1], ImageLoadError) and "bad.png" in str(results[1])
     for path, result in zip(good, (results[0], results[2])):
-        tensor, _ = load_image_tensor(path, 32)
+        tensor, _ = load_image_tensor(path, Preprocessing(image_size=32))
         assert result.caption == model.generate_caption(tensor, vocab, max_length=5, beam_size=1)

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.evaluate.explanation_metrics import box_fraction, deletion_scores, peak, pointing_game
 from captionlens.explain.result import CaptionExplanation, MethodMaps
 from captionlens.explain.scoring import caption_tensor, scores_from_features
-from captionlens.models import CNNLSTMModel
+from captionlens.models import CNNLSTMModel, ShowTellConfig
 
 
 def _explanation(maps: np.ndarray) -> CaptionExplanation:
@@ -40,7 +41,8 @@ def test_pointing_game_rejects_misaligned_boxes():
 def _tiny_model(image_size: int, seed: int) -> CNNLSTMModel:
     torch.manual_seed(seed)
     vocab = Vocabulary("a red blue circle square".split())
-    model = CNNLSTMModel(len(vocab), 16, 16, backbone="tiny", image_size=image_size).eval()
+    model = CNNLSTMModel(ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=16, backbone="tiny",
+                                        preprocessing=Preprocessing(image_size=image_size))).eval()
     model.vocab = vocab
     return model
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_captioner import calibrate_batchnorm  # tests/ is on sys.path (its conftest.py puts it there)
 
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import CNNLSTMModel, ShowAttendTellModel
+from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
+from tiny_captioner import calibrate_batchnorm  # tests/ is on sys.path (its conftest.py puts it there)
 
 WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "above", "below", "left", "of", "right",
          "the", "and", "small", "large")
@@ -23,7 +24,8 @@ def vocab() -> Vocabulary:
 def show_tell_model(vocab: Vocabulary) -> CNNLSTMModel:
     """Show-and-Tell, tiny trunk (64 px -> 8x8 at the target layer), calibrated, eval mode, vocab attached."""
     torch.manual_seed(0)
-    model = CNNLSTMModel(len(vocab), embed_size=16, hidden_size=32, backbone="tiny", image_size=IMAGE_SIZE)
+    model = CNNLSTMModel(ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32, backbone="tiny",
+                                        preprocessing=Preprocessing(image_size=IMAGE_SIZE)))
     calibrate_batchnorm(model, IMAGE_SIZE)
     model.vocab = vocab
     return model
@@ -33,8 +35,9 @@ def show_tell_model(vocab: Vocabulary) -> CNNLSTMModel:
 def attention_model(vocab: Vocabulary) -> ShowAttendTellModel:
     """Show-Attend-Tell, tiny trunk pooled to a 4x4 grid, calibrated, eval mode, vocab attached."""
     torch.manual_seed(1)
-    model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=32, attention_dim=16, backbone="tiny",
-                                grid_size=4, image_size=IMAGE_SIZE)
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
+                                                     attention_dim=16, backbone="tiny", grid_size=4,
+                                                     preprocessing=Preprocessing(image_size=IMAGE_SIZE)))
     calibrate_batchnorm(model, IMAGE_SIZE)
     model.vocab = vocab
     return model

@@ -5,16 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
-from captionlens.data.images import make_transform
 from captionlens.explain import explain
 from captionlens.explain.scoring import caption_tensor
 
 
 def _teacher_forced(model, image, ids):
-    tensor = make_transform(model.config["image_size"])(Image.fromarray(image)).unsqueeze(0)
+    tensor = model.preprocessing.transform(Image.fromarray(image)).unsqueeze(0)
+    captions = caption_tensor(ids, model.vocab)
     with torch.no_grad():
-        log_probs, _ = model.word_log_probs(model.encode(tensor), caption_tensor(ids, model.vocab))
-    return log_probs[0, :-1].numpy()  # the <END> position is not a word
+        hidden, _ = model.teacher_forced_hidden(model.encode(tensor), captions)
+        log_probs = model.output_logits(hidden).log_softmax(-1)[0].gather(-1, captions[0, 1:, None])[:, 0]
+    return log_probs[:-1].numpy()  # the <END> position is not a word
 
 
 @pytest.mark.parametrize("model_name", ["show_tell_model", "attention_model"])

@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from captionlens.data.images import make_transform
+from captionlens.data.images import Preprocessing
 from captionlens.explain.api import explain
-from captionlens.models import ShowAttendTellModel, greedy
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, greedy
 
 
 def encode(model, image):
     with torch.no_grad():
-        return model.encode(make_transform(64)(Image.fromarray(image)).unsqueeze(0))
+        return model.encode(model.preprocessing.transform(Image.fromarray(image)).unsqueeze(0))
 
 
 def test_alphas_sum_to_one_on_the_grid(attention_model, image, caption):
@@ -47,8 +47,9 @@ def test_alphas_equal_a_hand_rolled_step_loop(attention_model, vocab, image, cap
 
 def test_native_grid_when_grid_size_is_none(vocab, image, caption):
     torch.manual_seed(2)
-    model = ShowAttendTellModel(len(vocab), embed_size=16, hidden_size=16, attention_dim=8, backbone="tiny",
-                                grid_size=None, image_size=64).eval()
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=16,
+                                                     attention_dim=8, backbone="tiny", grid_size=None,
+                                                     preprocessing=Preprocessing(image_size=64))).eval()
     maps = explain(model, image, methods=("attention",), caption=caption, vocab=vocab)["attention"]
     assert maps.raw.shape == (len(caption.split()), 8, 8)  # the tiny trunk's stride 8 at 64 px
     assert maps.settings["grid"] == [8, 8]
@@ -76,5 +77,5 @@ def test_negative_sigma_is_refused(attention_model, image, caption):
 
 
 def test_show_tell_has_no_attention(show_tell_model, image, caption):
-    with pytest.raises(ValueError, match=r"^'attention' needs a Show-Attend-Tell model; CNNLSTMModel has no attention$"):
+    with pytest.raises(ValueError, match=r"^'attention' needs a model with attention; CNNLSTMModel has none$"):
         explain(show_tell_model, image, methods=("attention",), caption=caption)

@@ -10,12 +10,12 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from captionlens.data.images import make_transform
 from captionlens.explain.api import explain
 from captionlens.explain.gradcam import gradcam_batch, padded_captions, word_cams
 from captionlens.explain.maps import normalize_maps
 from captionlens.explain.result import CaptionExplanation
-from captionlens.explain.scoring import LayerSplit, caption_tensor, scores_from_features
+from captionlens.explain.scoring import caption_tensor, scores_from_features
+from captionlens.explain.target import TargetLayer
 
 MODELS = ("show_tell_model", "attention_model")
 WORDS = (0, 3, 6)
@@ -33,16 +33,16 @@ class WordScores(nn.Module):
 
 
 def setup(model, vocab, image, caption):
-    x = make_transform(64)(Image.fromarray(image)).unsqueeze(0)
+    x = model.preprocessing.transform(Image.fromarray(image)).unsqueeze(0)
     ids = vocab.encode(caption, add_special=False)
     return x, ids, caption_tensor(ids, vocab)
 
 
 def ours(model, x, captions, n_words, kind="gradcam", score="log_prob", shortcut=True) -> np.ndarray:
-    split = LayerSplit(model)
+    target = TargetLayer(model)
     with torch.no_grad():
-        activations = split.lower(x)
-    return word_cams(model, split, activations, captions, [n_words], kind, score, shortcut=shortcut)[0].numpy()
+        activations = target.lower(x)
+    return word_cams(model, target, activations, captions, [n_words], kind, score, shortcut=shortcut)[0].numpy()
 
 
 def pgc_scale(cam: np.ndarray) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
         assert result[name].maps.dtype == np.float32
     assert result["gradcam"].raw.shape == (n_words, 8, 8)
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "log_prob",
-                                          "max_batch": 256, "gradient_route": "bptt"}
+                                          "max_batch": 256, "shortcut": True, "gradient_route": "bptt"}
     result.save(tmp_path / "expl")
     loaded = CaptionExplanation.load(tmp_path / "expl")
     for name in ("gradcam", "gradcam++", "attention"):
@@ -211,7 +211,7 @@ def test_settings_record_gradient_route_and_logit_score(show_tell_model, image, 
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, score="logit",
                      settings={"gradcam": {"max_batch": 2}})
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "logit",
-                                          "max_batch": 2, "gradient_route": "pooled"}
+                                          "max_batch": 2, "shortcut": True, "gradient_route": "pooled"}
 
 
 def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, caption):

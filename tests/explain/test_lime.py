@@ -12,10 +12,20 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import pairwise_distances
 from torch import nn
 
-from captionlens.data.images import denormalize, make_transform
+from captionlens.data.images import Preprocessing
 from captionlens.explain import ExplainContext, explain
-from captionlens.explain.lime import (cosine_distance_to_ones, fill_tensor, fit_lime, lime, lime_kernel,
-                                      sample_masks, segment)
+from captionlens.explain.lime import (
+    LimeSettings,
+    cosine_distance_to_ones,
+    fill_tensor,
+    fit_lime,
+    lime,
+    lime_kernel,
+    sample_masks,
+    segment,
+)
+from captionlens.explain.registry import method_settings
+from captionlens.explain.result import MethodMaps
 
 SIZE = 64
 # Word t's known region (rows, cols) in model-input pixels.
@@ -25,6 +35,8 @@ REGIONS = ((slice(8, 18), slice(8, 18)), (slice(40, 52), slice(10, 22)), (slice(
 class RegionScorer(nn.Module):
     """A stand-in caption model whose "word t" logit is the mean of region R_t of the input, plus a weak
     per-word ramp over the whole image so that every superpixel has a distinct, known effect."""
+
+    preprocessing = Preprocessing(image_size=SIZE)
 
     def __init__(self, constant: bool = False) -> None:
         super().__init__()
@@ -40,10 +52,14 @@ class RegionScorer(nn.Module):
         self.images_scored += len(images)
         return torch.einsum("bchw,thw->bt", images, self.weights)
 
-    def teacher_forced(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The "hidden state" is the logits already (`output_logits` is the identity)."""
         logits = torch.zeros(*captions[:, 1:].shape, int(captions.max()) + 1)
         values = torch.cat([features, torch.zeros(len(features), 1)], 1)
         return logits.scatter(2, captions[:, 1:, None], values[..., None]), None
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
 
 
 @pytest.fixture
@@ -61,10 +77,14 @@ def at_model_pixels(labels: np.ndarray) -> np.ndarray:
 
 
 def region_context(image: np.ndarray, scorer: RegionScorer) -> ExplainContext:
-    tensor = make_transform(SIZE)(Image.fromarray(image))[None]
+    tensor = scorer.preprocessing.transform(Image.fromarray(image))[None]
     return ExplainContext(model=scorer, vocab=None, image=image, image_tensor=tensor,
-                          captions=torch.tensor([[1, 4, 5, 6, 2]]), token_ids=[4, 5, 6], split=None,
+                          captions=torch.tensor([[1, 4, 5, 6, 2]]), token_ids=[4, 5, 6], target=None,
                           activations=None, score="logit")
+
+
+def run_lime(ctx: ExplainContext, **settings) -> MethodMaps:
+    return lime(ctx, LimeSettings(**settings))
 
 
 def test_fit_lime_equals_sklearn_ridge_word_by_word() -> None:
@@ -104,16 +124,16 @@ def test_constant_scores_give_zero_weights_and_r2_not_nan(flat_image: np.ndarray
     weights, intercepts, r2 = fit_lime(masks, np.full((50, 2), -3.25))
     assert np.array_equal(weights, np.zeros((2, 7))) and np.array_equal(r2, np.zeros(2))
     np.testing.assert_allclose(intercepts, -3.25)
-    result = lime(region_context(flat_image, RegionScorer(constant=True)), num_samples=30)
+    result = run_lime(region_context(flat_image, RegionScorer(constant=True)), num_samples=30)
     assert np.array_equal(result.maps, np.zeros_like(result.maps)) and np.isfinite(result.extras["r2"]).all()
 
 
 def test_weights_rank_like_lime_package_and_known_region_wins(flat_image: np.ndarray) -> None:
     n = 300
-    ours = lime(region_context(flat_image, RegionScorer()), num_samples=n, n_segments=20, fill=0, batch_size=100)
+    ours = run_lime(region_context(flat_image, RegionScorer()), num_samples=n, n_segments=20, fill=0, batch_size=100)
     segments = ours.extras["segments"]
     scorer = RegionScorer()
-    transform = make_transform(SIZE)
+    transform = scorer.preprocessing.transform
 
     def classifier_fn(images: np.ndarray) -> np.ndarray:
         batch = torch.stack([transform(Image.fromarray(img)) for img in images])
@@ -133,7 +153,7 @@ def test_weights_rank_like_lime_package_and_known_region_wins(flat_image: np.nda
 
 def test_perturbed_images_equal_brute_force_composition(flat_image: np.ndarray) -> None:
     ctx = region_context(flat_image, RegionScorer())
-    ours = lime(ctx, num_samples=40, n_segments=12, fill="mean", batch_size=16, seed=5)
+    ours = run_lime(ctx, num_samples=40, n_segments=12, fill="mean", batch_size=16, seed=5)
     small = at_model_pixels(ours.extras["segments"])
     masks = sample_masks(40, ours.raw.shape[1], seed=5)
     grey = torch.tensor(flat_image.reshape(-1, 3).mean(0) / 255, dtype=torch.float32)
@@ -186,6 +206,7 @@ def test_large_image_segmented_on_a_downscaled_copy() -> None:
 def test_fill_colours_in_normalised_space(image: np.ndarray) -> None:
     ctx = region_context(image, RegionScorer())
     red = fill_tensor(ctx, (255, 0, 0)).expand(1, 3, 2, 2)[0]
+    denormalize = ctx.model.preprocessing.denormalize
     assert (denormalize(red) == [255, 0, 0]).all()
     mean = denormalize(fill_tensor(ctx, "mean").expand(1, 3, 2, 2)[0])[0, 0]
     np.testing.assert_allclose(mean, image.reshape(-1, 3).mean(0), atol=0.51)
@@ -193,10 +214,14 @@ def test_fill_colours_in_normalised_space(image: np.ndarray) -> None:
     np.testing.assert_allclose(fill_tensor(ctx, "blur", blur_sigma=3).numpy(), blurred, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"segmentation": "watershed"}, "unknown segmentation"),
-                                           ({"fill": "purple"}, "fill must be"),
-                                           ({"fill": 300}, "fill must be"),
-                                           ({"num_samples": 1}, "num_samples")])
-def test_bad_settings_raise_one_clear_error(image: np.ndarray, kwargs: dict, match: str) -> None:
+@pytest.mark.parametrize("kwargs, match", [({"segmentation": "watershed"}, "lime: unknown segmentation 'watershed'"),
+                                           ({"fill": "purple"}, "lime: fill must be .* got 'purple'"),
+                                           ({"fill": 300}, "lime: fill must be .* got 300"),
+                                           ({"fill": "blur", "blur_sigma": 0}, "lime: blur_sigma must be > 0"),
+                                           ({"num_samples": 1}, "lime: num_samples must be an integer >= 2, got 1"),
+                                           ({"num_samples": -5}, "lime: num_samples must be .* got -5"),
+                                           ({"batch_size": 0}, "lime: batch_size must be"),
+                                           ({"num_sample": 10}, "lime: unknown setting.* num_sample; lime takes")])
+def test_bad_settings_raise_one_clear_error_naming_method_and_option(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        lime(region_context(image, RegionScorer()), **{"num_samples": 10, **kwargs})
+        method_settings("lime", kwargs, SIZE)

@@ -7,7 +7,6 @@ import torch
 from captum.attr import Occlusion
 from PIL import Image
 
-from captionlens.data.images import make_transform
 from captionlens.explain import explain
 from captionlens.explain.maps import upsample
 from captionlens.explain.scoring import batched_word_scores, caption_tensor
@@ -19,7 +18,7 @@ def test_words_equal_captum_occlusion(request, vocab, image, caption, model_name
     result = explain(model, image, methods=("occlusion",), caption=caption, vocab=vocab,
                      settings={"occlusion": {"window": 20, "stride": 12, "fill": fill}})
     ours = result["occlusion"]
-    x = make_transform(64)(Image.fromarray(image))[None]
+    x = model.preprocessing.transform(Image.fromarray(image))[None]
     captions = caption_tensor(result.token_ids, vocab)
     colour = image.reshape(-1, 3).mean(0) if fill == "mean" else np.zeros(3)
     baseline = (torch.tensor(colour / 255, dtype=torch.float32) - torch.tensor([0.485, 0.456, 0.406])) \
@@ -49,8 +48,10 @@ def test_all_words_from_one_set_of_passes(show_tell_model, vocab, image, caption
                                "score": "log_prob"}
 
 
-@pytest.mark.parametrize("settings", [{"window": 100}, {"window": 8, "stride": 9}, {"window": 8, "stride": 0}])
-def test_bad_window_raises_one_clear_error(show_tell_model, vocab, image, caption, settings) -> None:
-    with pytest.raises(ValueError, match="stride <= window"):
+@pytest.mark.parametrize("settings, match", [({"window": 100}, "occlusion: need stride <= window <= 64"),
+                                             ({"window": 8, "stride": 9}, "occlusion: need stride <= window"),
+                                             ({"window": 8, "stride": 0}, "occlusion: stride must be an integer >= 1")])
+def test_bad_window_raises_one_clear_error(show_tell_model, vocab, image, caption, settings, match) -> None:
+    with pytest.raises(ValueError, match=match):
         explain(show_tell_model, image, methods=("occlusion",), caption=caption, vocab=vocab,
                 settings={"occlusion": settings})

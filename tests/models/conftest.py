@@ -6,8 +6,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import CaptionModel, CNNLSTMModel, ShowAttendTellModel
+from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
+from captionlens.models.base import CaptionModel
 
 
 @pytest.fixture(params=["show-tell", "show-attend-tell"])
@@ -23,17 +25,20 @@ def vocab() -> Vocabulary:
 
 @pytest.fixture
 def make_model(vocab: Vocabulary) -> Callable[..., CaptionModel]:
-    """`make_model(kind, seed=0, sharpen=1.5, end_bias=0.0)`: a random tiny model in eval mode.
+    """`make_model(kind, seed=0, sharpen=1.5, end_bias=0.0, **config)`: a random tiny model in eval mode
+    (`config` overrides fields of its config, e.g. head="linear-batchnorm", attention_activation="relu").
 
     `sharpen` scales the decoder weights so that next-word distributions are peaked and depend on
     the image features (random captions then differ between images); `end_bias` is added to the
     <END> logit so that more captions end before max_length.
     """
-    def build(kind: str, seed: int = 0, sharpen: float = 1.5, end_bias: float = 0.0) -> CaptionModel:
+    def build(kind: str, seed: int = 0, sharpen: float = 1.5, end_bias: float = 0.0, **config) -> CaptionModel:
         torch.manual_seed(seed)
-        common = {"embed_size": 16, "hidden_size": 32, "backbone": "tiny", "image_size": 32}
-        model = (CNNLSTMModel(len(vocab), **common) if kind == "show-tell"
-                 else ShowAttendTellModel(len(vocab), attention_dim=16, grid_size=3, **common))
+        common = {"vocab_size": len(vocab), "embed_size": 16, "hidden_size": 32, "backbone": "tiny",
+                  "preprocessing": Preprocessing(image_size=32)}
+        model: CaptionModel = (CNNLSTMModel(ShowTellConfig(**common, **config)) if kind == "show-tell"
+                               else ShowAttendTellModel(ShowAttendTellConfig(**common, attention_dim=16, grid_size=3,
+                                                                             **config)))
         torch.manual_seed(seed)  # the decoder's weights must not depend on how many the encoder drew
         for module in model.decoder.modules():
             if module is not model.decoder and hasattr(module, "reset_parameters"):
@@ -53,6 +58,6 @@ def features() -> Callable[..., torch.Tensor]:
     def build(model: CaptionModel, batch: int, seed: int = 1) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
         shape = ((batch, 9, model.encoder.channels) if model.has_attention
-                 else (batch, model.config["embed_size"]))
+                 else (batch, model.config.embed_size))
         return torch.randn(shape, generator=generator) * 2
     return build

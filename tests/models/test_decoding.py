@@ -43,11 +43,18 @@ def decode_from_features(model, feats, vocab, beam, max_length=12):
     return beam_search(model, feats, vocab, beam, max_length)
 
 
+def _word_log_probs(model, features, captions):
+    """log p(captions[:, i+1] | image, captions[:, :i+1]) for every position, (B, L-1), and the alphas."""
+    hidden, alphas = model.teacher_forced_hidden(features, captions)
+    log_probs = model.output_logits(hidden).log_softmax(-1).gather(-1, captions[:, 1:, None]).squeeze(-1)
+    return log_probs, alphas
+
+
 def _teacher_forced(model, features, ids, ended, vocab):
     """log p of each word (and of <END> when the caption ended) by one teacher-forced pass."""
     caption = torch.tensor([[vocab.start_idx, *ids, *([vocab.end_idx] if ended else [])]])
     with torch.no_grad():
-        log_probs, alphas = model.word_log_probs(features, caption)
+        log_probs, alphas = _word_log_probs(model, features, caption)
     return log_probs[0], alphas
 
 
@@ -103,7 +110,7 @@ def test_wide_beam_finds_the_exhaustive_optimum_and_beats_greedy(kind, make_mode
     greedy_result = greedy(model, feats, vocab, 3)
     for i in range(2):
         with torch.no_grad():
-            scores, _ = model.word_log_probs(feats[i:i + 1].expand(len(captions), *feats.shape[1:]), captions)
+            scores, _ = _word_log_probs(model, feats[i:i + 1].expand(len(captions), *feats.shape[1:]), captions)
         best = int(scores.sum(1).argmax())
         assert beam[i].token_ids == captions[best, 1:].tolist()
         assert beam[i].score == pytest.approx(float(scores[best].sum()), abs=1e-4)

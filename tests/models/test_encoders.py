@@ -1,10 +1,17 @@
-"""The attention encoder's grid pool: a pass-through at the grid's size, adaptive pooling otherwise."""
+"""Encoders: the grid pool, every torchvision ResNet by name, a trunk registered by a user, and telling
+trunks apart by the exact shapes of their weights."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
+from torchvision import models as tv_models
 
-from captionlens.models.encoders import GridPool
+from captionlens.data.images import Preprocessing
+from captionlens.models import CNNLSTMModel, ShowTellConfig
+from captionlens.models.encoders import TRUNKS, GridPool, identify_trunk, register_trunk, trunk_shapes
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def test_grid_pool_passes_a_map_of_its_size_through_and_pools_others():
@@ -14,3 +21,38 @@ def test_grid_pool_passes_a_map_of_its_size_through_and_pools_others():
     larger = torch.randn(2, 5, 14, 11)
     torch.testing.assert_close(pool(larger), nn.AdaptiveAvgPool2d(7)(larger))
     torch.testing.assert_close(GridPool((3, 3))(larger), nn.AdaptiveAvgPool2d(3)(larger))
+
+
+@pytest.mark.parametrize("name", RESNETS)
+def test_every_resnet_is_identified_from_torchvisions_own_weights(name):
+    """The oracle is torchvision's model: its children less avgpool/fc, keyed as our `encoder.resnet`."""
+    with torch.device("meta"):
+        net = tv_models.get_model(name)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    assert shapes == trunk_shapes(name)
+    assert identify_trunk(shapes) == name
+
+
+def test_a_trunk_no_backbone_fits_is_named_by_key_and_shape():
+    shapes = dict(trunk_shapes("resnet152"))
+    shapes["layer4.2.conv3.weight"] = (1024, 512, 1, 1)
+    with pytest.raises(ValueError, match=r"closest is resnet152: 'layer4\.2\.conv3\.weight' has shape "
+                                         r"\(1024, 512, 1, 1\), expected \(2048, 512, 1, 1\)"):
+        identify_trunk(shapes)
+    del shapes["layer4.2.conv3.weight"]
+    with pytest.raises(ValueError, match="missing key 'layer4.2.conv3.weight'"):
+        identify_trunk(shapes)
+
+
+def test_a_registered_torchvision_trunk_builds_and_is_told_from_resnet50(monkeypatch):
+    monkeypatch.setitem(TRUNKS, "resnext50_32x4d", TRUNKS["resnet50"])  # restored after the test
+    register_trunk("resnext50_32x4d")
+    torch.manual_seed(0)
+    model = CNNLSTMModel(ShowTellConfig(vocab_size=10, embed_size=8, hidden_size=8, backbone="resnext50_32x4d",
+                                        preprocessing=Preprocessing(image_size=32))).eval()
+    assert model.encoder.channels == 2048
+    assert model.encode(torch.randn(1, 3, 32, 32)).shape == (1, 8)
+    shapes = {k.removeprefix("encoder.resnet."): tuple(v.shape) for k, v in model.state_dict().items()
+              if k.startswith("encoder.resnet.")}
+    assert identify_trunk(shapes) == "resnext50_32x4d"           # same keys as resnet50, other shapes
+    assert identify_trunk(trunk_shapes("resnet50")) == "resnet50"

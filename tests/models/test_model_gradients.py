@@ -8,8 +8,8 @@ from captionlens.models.rnn import EvalGradLSTM
 
 
 def _word_score(model, images, caption, position):
-    log_probs, _ = model.word_log_probs(model.encode(images), caption)
-    return log_probs[0, position]
+    hidden, _ = model.teacher_forced_hidden(model.encode(images), caption)
+    return model.output_logits(hidden)[0, position].log_softmax(-1)[caption[0, position + 1]]
 
 
 def test_word_score_gradient_reaches_the_last_conv_block_in_eval_mode(kind, make_model, vocab):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 from PIL import Image
+from viz_synthetic import blob_centre, make
 
 from captionlens.viz import attention_over_time, method_comparison, save_figure, triptych, word_grid
-from viz_synthetic import blob_centre, make
 
 JET_HIGH = np.array([127.5, 0.0, 0.0])
 
@@ -85,11 +85,11 @@ def test_method_comparison_is_words_by_methods_in_canonical_order(n_words: int) 
     fig = method_comparison(expl)
     panels = image_axes(fig)
     assert len(panels) == n_words * 5
-    assert [ax.get_title() for ax in panels[:5]] == ["gradcam", "gradcam++", "attention", "lime", "occlusion"]
+    assert [ax.get_title() for ax in panels[:5]] == ["Grad-CAM", "Grad-CAM++", "attention", "LIME", "occlusion"]
     assert [panels[5 * t].get_ylabel().split("\n")[0] for t in range(n_words)] == expl.tokens
     assert sum(hasattr(ax, "_colorbar") for ax in fig.axes) == 2         # one scale per kind of method
     only = method_comparison(expl, methods=["lime", "gradcam"])
-    assert [ax.get_title() for ax in image_axes(only)[:2]] == ["gradcam", "lime"]
+    assert [ax.get_title() for ax in image_axes(only)[:2]] == ["Grad-CAM", "LIME"]
 
 
 def test_comparison_scales_non_negative_maps_by_their_peak() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captionlens.viz.overlay import ordered_methods, overlay
+from captionlens.viz.overlay import overlay
 
 JET_LOW = np.array([0.0, 0.0, 0.5]) * 255     # jet(0): dark blue
 JET_HIGH = np.array([0.5, 0.0, 0.0]) * 255    # jet(1): dark red
@@ -76,8 +76,3 @@ def test_bad_input_raises_one_clear_error(kwargs: dict, message: str) -> None:
     args = {"image": np.zeros((4, 4, 3), np.uint8), "heatmap": np.zeros((4, 4))} | kwargs
     with pytest.raises(ValueError, match=message):
         overlay(**args)
-
-
-def test_methods_are_ordered_canonically() -> None:
-    assert ordered_methods({"occlusion", "zeta", "lime", "gradcam", "attention"}) == [
-        "gradcam", "attention", "lime", "occlusion", "zeta"]

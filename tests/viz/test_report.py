@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from viz_synthetic import blob_centre, make
 
 from captionlens.viz import write_report
-from viz_synthetic import blob_centre, make
 
 
 def page_data(index: Path) -> dict:

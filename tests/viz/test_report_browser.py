@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from viz_synthetic import blob_centre, make
 
 from captionlens.viz import write_report
-from viz_synthetic import blob_centre, make
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,31 +1,22 @@
 """Captions, images and vocabularies: every dataset layout loaded into one `CaptionDataset`."""
-from captionlens.data.datasets import (
-    SPLITS,
-    CaptionDataset,
-    CaptionRecord,
-    CaptionTrainingSet,
-    collate_captions,
-    detect_format,
-    load_dataset,
-)
+from captionlens.data.datasets import FORMATS, CaptionTrainingSet, detect_format, load_dataset
 from captionlens.data.flickr import hash_split, load_flickr8k, load_kaggle_flickr8k
 from captionlens.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageLoadError,
-    denormalize,
+    Preprocessing,
     load_image,
     load_image_tensor,
-    make_transform,
 )
 from captionlens.data.karpathy import load_karpathy
+from captionlens.data.records import SPLITS, CaptionDataset, CaptionRecord
 from captionlens.data.shapes import generate_shapes, load_grounding, load_mask, word_boxes, word_refs
 from captionlens.data.vocabulary import Vocabulary, tokenize
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "SPLITS", "CaptionDataset", "CaptionRecord", "CaptionTrainingSet",
-    "ImageLoadError", "Vocabulary", "collate_captions", "denormalize", "detect_format", "generate_shapes",
-    "hash_split", "load_dataset", "load_flickr8k", "load_grounding", "load_image", "load_image_tensor",
-    "load_kaggle_flickr8k", "load_karpathy", "load_mask", "make_transform", "tokenize", "word_boxes",
-    "word_refs",
+    "FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "SPLITS", "CaptionDataset", "CaptionRecord", "CaptionTrainingSet",
+    "ImageLoadError", "Preprocessing", "Vocabulary", "detect_format", "generate_shapes", "hash_split",
+    "load_dataset", "load_flickr8k", "load_grounding", "load_image", "load_image_tensor", "load_kaggle_flickr8k",
+    "load_karpathy", "load_mask", "tokenize", "word_boxes", "word_refs",
 ]

@@ -10,7 +10,7 @@ import re
 import warnings
 from pathlib import Path
 
-from captionlens.data.datasets import CaptionDataset, CaptionRecord, read_text
+from captionlens.data.records import CaptionDataset, CaptionRecord, read_text
 
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}

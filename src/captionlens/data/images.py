@@ -1,4 +1,4 @@
-"""Image loading and the model's input transform: the one place both live.
+"""Image loading and a model's input preprocessing: the one place both live.
 
 `load_image` turns whatever a user points at (grayscale, palette, transparent, CMYK, 16-bit,
 rotated phone JPEGs) into a plain RGB image or one clear `ImageLoadError`, so that models and
@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision import transforms
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
+                  "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS}
 
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -28,35 +33,69 @@ class ImageLoadError(ValueError):
     """A file that cannot be read as an image; the message names the file and why."""
 
 
-def make_transform(image_size: int = 224) -> transforms.Compose:
-    """PIL RGB image -> float tensor (3, s, s), resized and ImageNet-normalised."""
-    return transforms.Compose([
-        transforms.Resize((image_size, image_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+@dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+    """How a model's input is made from an RGB image: a resize to `image_size` x `image_size` with
+    `interpolation` (PIL's filter of that name), then scaling to [0, 1] and per-channel normalisation.
 
+    Every checkpoint carries its own (the tutorials' importers record theirs), so captioning and
+    explanations feed a model exactly what it was trained on.
+    """
 
-def resize_uint8(image: Image.Image, image_size: int) -> torch.Tensor:
-    """The resize step of `make_transform` alone, kept as uint8 (3, s, s): 4x smaller to cache."""
-    resized = transforms.Resize((image_size, image_size))(image)
-    return TF.pil_to_tensor(resized)
+    image_size: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3 or (name == "std" and min(value) <= 0):
+                raise ValueError(f"{name} must be three numbers (std > 0), got {getattr(self, name)!r}")
+            object.__setattr__(self, name, value)
 
-def normalize_uint8(image: torch.Tensor) -> torch.Tensor:
-    """The rest of `make_transform` on a `resize_uint8` tensor; the result equals `make_transform`'s."""
-    return TF.normalize(image.float().div(255), IMAGENET_MEAN, IMAGENET_STD)
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "interpolation": self.interpolation, "mean": list(self.mean),
+                "std": list(self.std)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing field(s) {sorted(unknown)}")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
-def denormalize(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Inverse of the normalisation, for display: (3, H, W) tensor -> (H, W, 3) uint8."""
-    x = torch.as_tensor(tensor).detach().cpu().float()
-    if x.ndim != 3 or x.shape[0] != 3:
-        raise ValueError(f"denormalize expects a (3, H, W) tensor, got shape {tuple(x.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return x.permute(1, 2, 0).numpy()
+    def resize_uint8(self, image: Image.Image) -> torch.Tensor:
+        """The resize step alone, kept as uint8 (3, s, s): 4x smaller to cache than the float input."""
+        size = (self.image_size, self.image_size)
+        return TF.pil_to_tensor(TF.resize(image, list(size), interpolation=INTERPOLATIONS[self.interpolation]))
+
+    def normalize_uint8(self, image: torch.Tensor) -> torch.Tensor:
+        """The rest of `transform` on a `resize_uint8` tensor (..., 3, s, s); equal to `transform`'s result."""
+        return TF.normalize(image.float().div(255), list(self.mean), list(self.std))
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        """PIL RGB image -> the model's float input (3, s, s)."""
+        return self.normalize_uint8(self.resize_uint8(image))
+
+    def normalize_colour(self, rgb: Sequence[float]) -> tuple[float, float, float]:
+        """An RGB colour in 0..255 as it appears in the normalised input."""
+        return tuple((c / 255.0 - m) / s for c, m, s in zip(rgb, self.mean, self.std))  # type: ignore[return-value]
+
+    def denormalize(self, tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Inverse of the normalisation, for display: (3, H, W) tensor -> (H, W, 3) uint8."""
+        x = torch.as_tensor(tensor).detach().cpu().float()
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise ValueError(f"denormalize expects a (3, H, W) tensor, got shape {tuple(x.shape)}")
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return x.permute(1, 2, 0).numpy()
 
 
 def _high_bit_depth_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -103,7 +142,7 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def load_image_tensor(path: str | os.PathLike, image_size: int = 224) -> tuple[torch.Tensor, np.ndarray]:
+def load_image_tensor(path: str | os.PathLike, preprocessing: Preprocessing) -> tuple[torch.Tensor, np.ndarray]:
     """(model input (3, s, s), original image (H, W, 3) uint8) of one file."""
     image = load_image(path)
-    return make_transform(image_size)(image), np.asarray(image)
+    return preprocessing.transform(image), np.asarray(image)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from captionlens.data.datasets import SPLITS, CaptionDataset, CaptionRecord, read_text
+from captionlens.data.records import SPLITS, CaptionDataset, CaptionRecord, read_text
 
 
 def find_karpathy_json(folder: Path) -> Path:

@@ -88,7 +88,8 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 2000, n_val: int 
     _remove_previous(out, previous)
     (out / "Images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
-    entries, grounding = [], {}
+    entries: list[dict[str, Any]] = []
+    grounding: dict[str, Any] = {}
     for split, n in counts.items():
         for i in range(n):
             rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
@@ -266,7 +267,7 @@ def _make_captions(rng: np.random.Generator, objects: list[_Object]) -> list[lis
             first, second, relation = _relation(objects[pair[0]], objects[pair[1]])
             pool.append((_RELATIONS[relation][k], [first, second]))
     chosen = rng.choice(len(pool), size=CAPTIONS_PER_IMAGE - 1, replace=False)
-    return [canonical] + [_fill(*pool[k], objects, rng) for k in chosen]
+    return [canonical] + [_fill(pool[k][0], pool[k][1], objects, rng) for k in chosen]
 
 
 def load_grounding(path: str | os.PathLike) -> dict[str, Any]:

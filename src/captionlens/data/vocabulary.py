@@ -9,6 +9,10 @@ from pathlib import Path
 
 PAD, START, END, UNK = "<PAD>", "<START>", "<END>", "<UNK>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+# Spellings other vocabularies use for the special tokens (matched case-insensitively): the tutorials'
+# lower-case <pad> <start> <end> <unk>, and the common sequence-model names.
+SPECIAL_SPELLINGS = {PAD: ("<pad>", "<null>"), START: ("<start>", "<sos>", "<bos>"), END: ("<end>", "<eos>"),
+                     UNK: ("<unk>", "<unknown>")}
 
 _NON_WORD = re.compile(r"[^a-z0-9\s]")
 
@@ -109,6 +113,32 @@ class Vocabulary:
             raise ValueError("vocabulary JSON has duplicate words")
         return cls(words[4:])
 
+    @classmethod
+    def from_index_words(cls, words: Sequence[str]) -> tuple[Vocabulary, list[int]]:
+        """A vocabulary from another model's index -> word list, whose special tokens may be spelt
+        otherwise (`SPECIAL_SPELLINGS`) and sit anywhere. Returns (vocabulary, order): the special
+        tokens move to 0..3 and the other words keep their relative order, and `order[new] = old`
+        index, the permutation a model's embedding and output rows need to match the vocabulary."""
+        roles: dict[str, int] = {}
+        for index, word in enumerate(words):
+            role = special_role(word)
+            if role is None:
+                continue
+            if role in roles:
+                raise ValueError(f"vocabulary has two {role} tokens: {words[roles[role]]!r} at {roles[role]} "
+                                 f"and {word!r} at {index}")
+            roles[role] = index
+        missing = [role for role in SPECIAL_TOKENS if role not in roles]
+        if missing:
+            raise ValueError(f"vocabulary lacks the special token(s) {', '.join(missing)} "
+                             f"(looked for {', '.join(s for m in missing for s in SPECIAL_SPELLINGS[m])}, any case)")
+        others = [i for i in range(len(words)) if i not in roles.values()]
+        plain = [words[i] for i in others]
+        if len(set(plain)) != len(plain):
+            duplicate = next(w for w in plain if plain.count(w) > 1)
+            raise ValueError(f"vocabulary has the word {duplicate!r} twice")
+        return cls(plain), [roles[role] for role in SPECIAL_TOKENS] + others
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
@@ -125,3 +155,9 @@ class Vocabulary:
             return cls.from_dict(data)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+
+
+def special_role(word: str) -> str | None:
+    """The special token `word` spells (`<start>`, `<SOS>` -> `<START>`), or None for an ordinary word."""
+    lowered = word.lower()
+    return next((role for role, spellings in SPECIAL_SPELLINGS.items() if lowered in spellings), None)

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from captionlens.data.datasets import CaptionRecord, load_dataset
-from captionlens.data.images import ImageLoadError, load_image, make_transform
+from captionlens.data.datasets import load_dataset
+from captionlens.data.images import ImageLoadError, load_image
+from captionlens.data.records import CaptionRecord
 from captionlens.data.vocabulary import Vocabulary, tokenize
-from captionlens.models.base import CaptionModel
 from captionlens.models.checkpoints import load_checkpoint
-from captionlens.models.decoding import Decoded, decode
+from captionlens.models.decoding import Decoded, check_decoding, decode
+from captionlens.models.protocol import Captioner, eval_mode, model_device, require_vocab
 
 METRICS = ("BLEU", "ROUGE-L", "CIDEr", "METEOR")
 SPICE_SKIPPED = "needs the Stanford CoreNLP models (a separate download); not computed"
@@ -44,7 +45,7 @@ def _cider() -> tuple[str, Any]:
         return "CIDEr", Cider()
 
 
-def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+def score_captions(predictions: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
                    metrics: Collection[str] = METRICS) -> dict[str, Any]:
     """Corpus scores of one predicted caption per image against that image's reference captions.
 
@@ -99,28 +100,26 @@ def _meteor(gts: dict, res: dict) -> tuple[float | None, str | None]:
     return float(score), None
 
 
-def caption_files(model: CaptionModel, paths: Sequence[str | os.PathLike], vocab: Vocabulary | None = None,
-                  beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
-                  image_size: int | None = None) -> list[Decoded | ImageLoadError]:
-    """The model's caption of each image file, decoded `batch_size` images at a time.
+def caption_files(model: Captioner, paths: Sequence[str | os.PathLike], vocab: Vocabulary | None = None,
+                  beam_size: int = 3, max_length: int = 20, batch_size: int = 32) -> list[Decoded | ImageLoadError]:
+    """The model's caption of each image file (prepared by the model's preprocessing), decoded
+    `batch_size` images at a time.
 
     A file that cannot be read gets its `ImageLoadError` in its place, so one bad file does not stop
     the others; callers that cannot go on without every image raise it.
     """
-    vocab = vocab or model.vocab
-    if vocab is None:
-        raise ValueError("no vocabulary: pass vocab=..., or load the model with captionlens.load()")
-    transform = make_transform(image_size or model.config.get("image_size", 224))
-    device = next(model.parameters()).device
+    vocab = require_vocab(model, vocab)
+    check_decoding(beam_size, max_length)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    device = model_device(model)
     results: list[Decoded | ImageLoadError | None] = [None] * len(paths)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(paths), batch_size):
             loaded = []
             for i in range(start, min(start + batch_size, len(paths))):
                 try:
-                    loaded.append((i, transform(load_image(paths[i]))))
+                    loaded.append((i, model.preprocessing.transform(load_image(paths[i]))))
                 except ImageLoadError as exc:
                     results[i] = exc
             if loaded:
@@ -128,21 +127,20 @@ def caption_files(model: CaptionModel, paths: Sequence[str | os.PathLike], vocab
                 decoded = decode(model, images, vocab, max_length=max_length, beam_size=beam_size)
                 for (i, _), caption in zip(loaded, decoded):
                     results[i] = caption
-    finally:
-        model.train(was_training)
-    return results
+    return [r for r in results if r is not None]
 
 
-def evaluate_model(model: CaptionModel, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
+def evaluate_model(model: Captioner, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
                    beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
                    metrics: Collection[str] = METRICS) -> dict[str, Any]:
     """Scores (`metrics`) of a model's free-running captions of dataset records, the decoding
     settings, and the caption of each image (`predictions`, by image id)."""
     decoded = caption_files(model, [r.image_path for r in records], vocab, beam_size, max_length, batch_size)
-    for result in decoded:
+    predictions = {}
+    for record, result in zip(records, decoded):
         if isinstance(result, ImageLoadError):
             raise result
-    predictions = {r.image_id: d.caption for r, d in zip(records, decoded)}
+        predictions[record.image_id] = result.caption
     references = {r.image_id: r.captions for r in records}
     return {"metrics": score_captions(predictions, references, metrics),
             "decoding": {"beam_size": beam_size, "max_length": max_length, "length_penalty": 0.0},

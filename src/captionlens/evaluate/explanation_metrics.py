@@ -12,16 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from captionlens.explain.maps import upsample
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.scoring import batched_word_scores, caption_tensor
-from captionlens.models.base import CaptionModel
+from captionlens.models.protocol import Captioner, eval_mode, require_vocab
 
 Box = Sequence[float]  # [x0, y0, x1, y1], x1/y1 exclusive, in image pixels
 
 
 def peak(heatmap: np.ndarray) -> tuple[int, int]:
     """(row, col) of the map's maximum; the first one in row-major order on ties."""
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(heatmap)), heatmap.shape))
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return int(row), int(col)
 
 
 def point_in_box(row: int, col: int, box: Box) -> bool:
@@ -73,7 +75,7 @@ def pointing_game(explanations: Sequence[CaptionExplanation], boxes: Sequence[Se
 
 
 @torch.no_grad()
-def deletion_scores(model: CaptionModel, image_tensor: torch.Tensor, token_ids: Sequence[int], maps: np.ndarray,
+def deletion_scores(model: Captioner, image_tensor: torch.Tensor, token_ids: Sequence[int], maps: np.ndarray,
                     steps: int = 10, fill: float = 0.0, batch_size: int = 64) -> np.ndarray:
     """Deletion curve per word: the word's log-prob as the most salient pixels (by its own map,
     resized to the model input) are replaced by `fill`, from 0% to 100% in `steps` steps.
@@ -81,11 +83,7 @@ def deletion_scores(model: CaptionModel, image_tensor: torch.Tensor, token_ids: 
     Returns (T, steps + 1). A faithful map makes the score fall fast (low area under the curve);
     compare with the curve for a random map. All T x (steps + 1) images are scored in batches.
     """
-    from captionlens.explain.maps import upsample
-
-    vocab = model.vocab
-    if vocab is None:
-        raise ValueError("deletion_scores needs model.vocab (load the model with captionlens.load)")
+    vocab = require_vocab(model)
     _, _, height, width = image_tensor.shape
     saliency = upsample(maps, (height, width)).reshape(len(token_ids), -1)
     order = np.argsort(-saliency, axis=1, kind="stable")
@@ -96,7 +94,8 @@ def deletion_scores(model: CaptionModel, image_tensor: torch.Tensor, token_ids: 
             keep[t, s, order[t, :n]] = False
     keep_t = torch.from_numpy(keep).to(image_tensor.device).view(-1, 1, height, width)
     images = torch.where(keep_t, image_tensor, torch.full_like(image_tensor, fill))
-    scores = batched_word_scores(model, images, caption_tensor(token_ids, vocab, image_tensor.device),
-                                 batch_size=batch_size)
+    with eval_mode(model):
+        scores = batched_word_scores(model, images, caption_tensor(token_ids, vocab, image_tensor.device),
+                                     batch_size=batch_size)
     per_word = scores.view(len(token_ids), steps + 1, len(token_ids))
     return per_word.diagonal(dim1=0, dim2=2).T.cpu().numpy()  # word t's score on images ordered by map t

@@ -16,10 +16,10 @@ from captionlens.data.datasets import load_dataset
 from captionlens.data.shapes import SHAPES, load_grounding, word_boxes
 from captionlens.evaluate.explanation_metrics import PointingResult, pointing_game
 from captionlens.explain.api import explain_batch
-from captionlens.models.base import CaptionModel
+from captionlens.models.protocol import Captioner
 
 
-def shapes_grounding(model: CaptionModel, data_dir: str | os.PathLike, methods: Sequence[str],
+def shapes_grounding(model: Captioner, data_dir: str | os.PathLike, methods: Sequence[str],
                      split: str = "test", limit: int | None = 30, beam_size: int = 1, batch_size: int = 16,
                      settings: dict[str, dict[str, Any]] | None = None) -> dict[str, PointingResult]:
     """Pointing-game results per method over the shape nouns of the model's own captions."""

@@ -1,8 +1,22 @@
-"""Per-word explanations of captions: one module per method over one `CaptionExplanation` result."""
-from captionlens.explain.api import METHODS, ExplainContext, explain, explain_batch, register
+"""Per-word explanations of captions: one module per method over one `CaptionExplanation` result.
+
+Importing this package registers every method (`METHODS`) and the Show-Attend-Tell decoder's
+written-out backward.
+"""
+from captionlens.explain import attention, attention_backward, gradcam, lime, occlusion  # noqa: F401  (registration)
+from captionlens.explain.api import check_explain_arguments, explain, explain_batch
+from captionlens.explain.context import ExplainContext
+from captionlens.explain.registry import (
+           METHODS,
+           Method,
+           MethodSettings,
+           check_methods,
+           ordered_methods,
+           register_method,
+)
 from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.explain.target import TargetLayer
 
-# Importing the method modules registers them in METHODS.
-from captionlens.explain import attention, gradcam, lime, occlusion  # noqa: E402,F401  isort: skip
-
-__all__ = ["METHODS", "CaptionExplanation", "ExplainContext", "MethodMaps", "explain", "explain_batch", "register"]
+__all__ = ["METHODS", "CaptionExplanation", "ExplainContext", "Method", "MethodMaps", "MethodSettings",
+           "TargetLayer", "check_explain_arguments", "check_methods", "explain", "explain_batch",
+           "ordered_methods", "register_method"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ from PIL import Image
 from skimage.segmentation import felzenszwalb, quickshift, slic
 from torchvision.transforms import functional as TF
 
-from captionlens.data.images import IMAGENET_MEAN, IMAGENET_STD
-from captionlens.explain.api import ExplainContext, register
+from captionlens.explain.context import ExplainContext
+from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import auto_batch_size, batched_word_scores
 
@@ -58,7 +59,7 @@ def segment(image: np.ndarray, segmentation: str = "slic", n_segments: int = 50,
     small = image
     if scale < 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     params = {**SEGMENTATION_DEFAULTS[segmentation], **kwargs}
     if segmentation == "slic":
         labels = slic(small, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=0, **params)
@@ -77,6 +78,19 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
+def check_fill(fill: Fill, blur_sigma: float) -> None:
+    """ValueError unless `fill` is "mean", "blur" (with blur_sigma > 0), a grey level or an RGB triple in 0..255."""
+    if isinstance(fill, str):
+        require(fill in ("mean", "blur"), f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, "
+                                          f"got {fill!r}")
+        require(fill != "blur" or (isinstance(blur_sigma, (int, float)) and blur_sigma > 0),
+                f"blur_sigma must be > 0, got {blur_sigma!r}")
+        return
+    rgb = np.asarray(fill, dtype=np.float64) if isinstance(fill, (int, float, tuple, list)) else np.asarray([-1.0])
+    require(rgb.shape in ((), (3,)) and bool(((rgb >= 0) & (rgb <= 255)).all()),
+            f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, got {fill!r}")
+
+
 def fill_tensor(ctx: ExplainContext, fill: Fill = "mean", blur_sigma: float = 8.0) -> torch.Tensor:
     """What hidden pixels become, in the model's normalised input space.
 
@@ -84,22 +98,16 @@ def fill_tensor(ctx: ExplainContext, fill: Fill = "mean", blur_sigma: float = 8.
     (`blur_sigma` in model-input pixels), (1, 3, S, S); a number or RGB triple: that colour in 0..255.
     A colour comes back as (1, 3, 1, 1), broadcast against images.
     """
+    check_fill(fill, blur_sigma)
     x = ctx.image_tensor
-    if isinstance(fill, str):
-        if fill == "blur":
-            if blur_sigma <= 0:
-                raise ValueError(f"blur_sigma must be > 0, got {blur_sigma}")
-            radius = min(math.ceil(3 * blur_sigma), (min(x.shape[-2:]) - 1) // 2)
-            return TF.gaussian_blur(x, [2 * radius + 1] * 2, [blur_sigma] * 2)
-        if fill != "mean":
-            raise ValueError(f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, got {fill!r}")
+    if fill == "blur":
+        radius = min(math.ceil(3 * blur_sigma), (min(x.shape[-2:]) - 1) // 2)
+        return TF.gaussian_blur(x, [2 * radius + 1] * 2, [blur_sigma] * 2)
+    if fill == "mean":
         rgb = ctx.image.reshape(-1, 3).astype(np.float64).mean(0)
     else:
-        rgb = np.asarray(fill, dtype=np.float64)
-        if rgb.shape not in ((), (3,)) or not ((rgb >= 0) & (rgb <= 255)).all():
-            raise ValueError(f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, got {fill!r}")
-        rgb = np.broadcast_to(rgb, (3,))
-    normalised = (rgb / 255.0 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+        rgb = np.broadcast_to(np.asarray(fill, dtype=np.float64), (3,))
+    normalised = ctx.model.preprocessing.normalize_colour(rgb.tolist())
     return torch.as_tensor(normalised, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
 
 
@@ -167,32 +175,72 @@ def _keep_batches(masks: torch.Tensor, pixel_segments: torch.Tensor, batch_size:
         yield chunk[:, pixel_segments]
 
 
-@register("lime")
-def lime(ctx: ExplainContext, num_samples: int = 1000, batch_size: int | None = None, seed: int = 0,
-         segmentation: str = "slic", n_segments: int = 50, compactness: float = 10.0, sigma: float = 1.0,
-         segment_max_side: int = SEGMENT_MAX_SIDE, segmentation_kwargs: dict[str, Any] | None = None,
-         fill: Fill = "mean", blur_sigma: float = 8.0, kernel_width: float = 0.25, alpha: float = 1.0) -> MethodMaps:
-    """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word.
+@dataclass(frozen=True, kw_only=True)
+class LimeSettings(MethodSettings):
+    """`num_samples` perturbed images (seeded by `seed`), `batch_size` per forward pass (None:
+    `auto_batch_size`); superpixels by `segmentation` (slic, quickshift, felzenszwalb) with
+    `n_segments`/`compactness` (SLIC), `sigma` (all three) and `segmentation_kwargs`, computed at most
+    `segment_max_side` px on the longer side; hidden superpixels take `fill`; the fit is LIME's kernel
+    of width `kernel_width` and a ridge of strength `alpha`."""
 
-    `batch_size`: perturbed images per forward pass (default `auto_batch_size`)."""
-    batch_size = auto_batch_size(ctx.image_tensor) if batch_size is None else batch_size
-    if num_samples < 2 or batch_size < 1:
-        raise ValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples} and {batch_size}")
-    seg_kwargs = {**SEGMENTATION_DEFAULTS.get(segmentation, {}), **(segmentation_kwargs or {})}
-    segments = segment(ctx.image, segmentation, n_segments, compactness, sigma, segment_max_side, **seg_kwargs)
-    masks = sample_masks(num_samples, int(segments.max()) + 1, seed)
+    num_samples: int = 1000
+    batch_size: int | None = None
+    seed: int = 0
+    segmentation: str = "slic"
+    n_segments: int = 50
+    compactness: float = 10.0
+    sigma: float = 1.0
+    segment_max_side: int = SEGMENT_MAX_SIDE
+    segmentation_kwargs: dict[str, Any] = field(default_factory=dict)
+    fill: Fill = "mean"
+    blur_sigma: float = 8.0
+    kernel_width: float = 0.25
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(_is_int(self.num_samples) and self.num_samples >= 2,
+                f"num_samples must be an integer >= 2, got {self.num_samples!r}")
+        require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+                f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
+        require(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        require(self.segmentation in SEGMENTATION_DEFAULTS,
+                f"unknown segmentation {self.segmentation!r}; choose one of {sorted(SEGMENTATION_DEFAULTS)}")
+        require(_is_int(self.n_segments) and self.n_segments >= 1,
+                f"n_segments must be an integer >= 1, got {self.n_segments!r}")
+        for name in ("compactness", "kernel_width", "alpha"):
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and value > 0, f"{name} must be > 0, got {value!r}")
+        require(isinstance(self.sigma, (int, float)) and self.sigma >= 0, f"sigma must be >= 0, got {self.sigma!r}")
+        require(_is_int(self.segment_max_side) and self.segment_max_side >= 8,
+                f"segment_max_side must be an integer >= 8, got {self.segment_max_side!r}")
+        require(isinstance(self.segmentation_kwargs, dict),
+                f"segmentation_kwargs must be a dict, got {self.segmentation_kwargs!r}")
+        check_fill(self.fill, self.blur_sigma)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@register_method("lime", label="LIME", order=3, signed=True, settings=LimeSettings,
+                 summary="superpixels hidden at random, one ridge fit for all words; N forward passes for all")
+def lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
+    """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word."""
+    s = settings
+    batch_size = auto_batch_size(ctx.image_tensor) if s.batch_size is None else s.batch_size
+    seg_kwargs = {**SEGMENTATION_DEFAULTS[s.segmentation], **s.segmentation_kwargs}
+    segments = segment(ctx.image, s.segmentation, s.n_segments, s.compactness, s.sigma, s.segment_max_side,
+                       **seg_kwargs)
+    masks = sample_masks(s.num_samples, int(segments.max()) + 1, s.seed)
     device = ctx.image_tensor.device
-    pixel_segments = torch.as_tensor(resize_labels(segments, tuple(ctx.image_tensor.shape[-2:])), device=device)
+    height, width = ctx.image_tensor.shape[-2:]
+    pixel_segments = torch.as_tensor(resize_labels(segments, (height, width)), device=device)
     keep = _keep_batches(torch.as_tensor(masks, dtype=torch.bool, device=device), pixel_segments, batch_size)
-    scores = score_masked(ctx, keep, fill_tensor(ctx, fill, blur_sigma)).double().cpu().numpy()
-    weights, intercepts, r2 = fit_lime(masks, scores, kernel_width, alpha)
-    settings = {"num_samples": num_samples, "batch_size": batch_size, "seed": seed, "segmentation": segmentation,
-                "n_segments": n_segments, "compactness": compactness, "sigma": sigma,
-                "segment_max_side": segment_max_side, "segmentation_kwargs": seg_kwargs,
-                "fill": fill, "blur_sigma": blur_sigma, "kernel_width": kernel_width, "alpha": alpha,
-                "score": ctx.score}
+    scores = score_masked(ctx, keep, fill_tensor(ctx, s.fill, s.blur_sigma)).double().cpu().numpy()
+    weights, intercepts, r2 = fit_lime(masks, scores, s.kernel_width, s.alpha)
+    recorded = {**s.to_dict(), "batch_size": batch_size, "segmentation_kwargs": seg_kwargs, "score": ctx.score}
     weights = weights.astype(np.float32)
     extras = {"segments": segments.astype(np.int32), "weights": weights,
               "intercepts": intercepts.astype(np.float32), "r2": r2.astype(np.float32),
               "num_forward_passes": np.asarray(len(scores))}
-    return MethodMaps(maps=weights[:, segments], raw=weights, settings=settings, extras=extras)
+    return MethodMaps(maps=weights[:, segments], raw=weights, settings=recorded, extras=extras)

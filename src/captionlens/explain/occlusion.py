@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from captionlens.explain.api import ExplainContext, register
-from captionlens.explain.lime import Fill, fill_tensor, score_masked
+from captionlens.explain.context import ExplainContext
+from captionlens.explain.lime import Fill, check_fill, fill_tensor, score_masked
 from captionlens.explain.maps import upsample
+from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import auto_batch_size, batched_word_scores
 
@@ -38,33 +40,53 @@ def _keep_batches(rows: torch.Tensor, cols: torch.Tensor, batch_size: int) -> It
         yield ~(r[:, :, None] & c[:, None, :])
 
 
-@register("occlusion")
-def occlusion(ctx: ExplainContext, window: int | None = None, stride: int | None = None, fill: Fill = "mean",
-              blur_sigma: float = 8.0, batch_size: int | None = None) -> MethodMaps:
-    """Per-word occlusion maps; `window`/`stride` in model-input pixels (default: 1/8 of the input, half that),
-    `batch_size` occluded images per forward pass (default `auto_batch_size`).
+@dataclass(frozen=True, kw_only=True)
+class OcclusionSettings(MethodSettings):
+    """`window`/`stride` in model-input pixels (default: 1/8 of the input, half that), hidden pixels take
+    `fill`; `batch_size` occluded images per forward pass (None: `auto_batch_size`)."""
 
-    raw is (T, S, S) at model resolution, maps its bilinear upsampling to the original image.
-    """
+    window: int | None = None
+    stride: int | None = None
+    fill: Fill = "mean"
+    blur_sigma: float = 8.0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("window", "stride", "batch_size"):
+            value = getattr(self, name)
+            require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+                    f"{name} must be an integer >= 1 or None, got {value!r}")
+        check_fill(self.fill, self.blur_sigma)
+
+    def for_input(self, input_size: int) -> OcclusionSettings:
+        window = max(1, round(input_size / 8)) if self.window is None else self.window
+        stride = max(1, window // 2) if self.stride is None else self.stride
+        require(stride <= window <= input_size,
+                f"need stride <= window <= {input_size} (the model's input size), got stride={stride}, window={window}")
+        return replace(self, window=window, stride=stride)
+
+
+@register_method("occlusion", label="occlusion", order=4, signed=True, settings=OcclusionSettings,
+                 summary="score drop under a sliding patch; P + 1 forward passes for all words")
+def occlusion(ctx: ExplainContext, settings: OcclusionSettings) -> MethodMaps:
+    """Per-word occlusion maps. raw is (T, S, S) at model resolution, maps its bilinear upsampling to the
+    original image."""
     height, width = ctx.image_tensor.shape[-2:]
-    batch_size = auto_batch_size(ctx.image_tensor) if batch_size is None else batch_size
-    window = max(1, round(min(height, width) / 8)) if window is None else window
-    stride = max(1, window // 2) if stride is None else stride
-    if not 1 <= stride <= window <= min(height, width) or batch_size < 1:
-        raise ValueError(f"need 1 <= stride <= window <= {min(height, width)} and batch_size >= 1, "
-                         f"got stride={stride}, window={window}, batch_size={batch_size}")
+    window, stride = settings.window, settings.stride
+    assert window is not None and stride is not None  # for_input filled them
+    batch_size = auto_batch_size(ctx.image_tensor) if settings.batch_size is None else settings.batch_size
     device = ctx.image_tensor.device
     ys, xs = np.meshgrid(patch_starts(height, window, stride), patch_starts(width, window, stride), indexing="ij")
     rows = patch_cover(height, ys.ravel(), window).to(device)
     cols = patch_cover(width, xs.ravel(), window).to(device)
     base = batched_word_scores(ctx.model, ctx.image_tensor, ctx.captions, ctx.score)          # (1, T)
-    occluded = score_masked(ctx, _keep_batches(rows, cols, batch_size), fill_tensor(ctx, fill, blur_sigma))
+    background = fill_tensor(ctx, settings.fill, settings.blur_sigma)
+    occluded = score_masked(ctx, _keep_batches(rows, cols, batch_size), background)
     drop = (base - occluded).double()                                                           # (P, T)
     rows_f, cols_f = rows.double(), cols.double()
     total = torch.einsum("pt,ph,pw->thw", drop, rows_f, cols_f)
     count = torch.einsum("ph,pw->hw", rows_f, cols_f)
     raw = (total / count).float().cpu()
-    settings = {"window": window, "stride": stride, "fill": fill, "blur_sigma": blur_sigma,
-                "batch_size": batch_size, "score": ctx.score}
-    return MethodMaps(maps=upsample(raw, ctx.image_hw), raw=raw.numpy(), settings=settings,
+    recorded = {**settings.to_dict(), "batch_size": batch_size, "score": ctx.score}
+    return MethodMaps(maps=upsample(raw, ctx.image_hw), raw=raw.numpy(), settings=recorded,
                       extras={"num_forward_passes": np.asarray(len(occluded) + 1)})

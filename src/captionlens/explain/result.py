@@ -57,7 +57,7 @@ class CaptionExplanation:
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else), each atomically. No pickle anywhere."""
         stem = Path(stem)
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "image": self.image, "log_probs": np.asarray(self.log_probs, np.float32),
             "token_ids": np.asarray(self.token_ids, np.int64)}
         meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "caption": self.caption,

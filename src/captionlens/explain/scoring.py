@@ -1,20 +1,20 @@
-"""The score every method explains, and the split of a model at its target layer.
+"""The score every method explains, computed for many images or rows at once.
 
 The score of word t is log p(word_t | image, words_<t) under teacher forcing (option: the raw logit),
 so one decoder pass over a batch of images scores every word of the caption at once.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import nn
 
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.base import CaptionModel
+from captionlens.models.protocol import Captioner
 
 Score = Literal["log_prob", "logit"]
+SCORES = ("log_prob", "logit")
 
 
 def caption_tensor(token_ids: Sequence[int], vocab: Vocabulary, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -22,7 +22,7 @@ def caption_tensor(token_ids: Sequence[int], vocab: Vocabulary, device: torch.de
     return torch.tensor([[vocab.start_idx, *token_ids, vocab.end_idx]], dtype=torch.long, device=device)
 
 
-def scores_from_features(model: CaptionModel, features: torch.Tensor, captions: torch.Tensor,
+def scores_from_features(model: Captioner, features: torch.Tensor, captions: torch.Tensor,
                          score: Score = "log_prob") -> torch.Tensor:
     """(N, T) score of each of the T words (the <END> position excluded) for N feature rows.
 
@@ -30,11 +30,11 @@ def scores_from_features(model: CaptionModel, features: torch.Tensor, captions: 
     """
     if captions.size(0) != features.size(0):
         captions = captions.expand(features.size(0), -1)
-    logits, _ = model.teacher_forced(features, captions)
-    return _scored(logits, score).gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
+    hidden, _ = model.teacher_forced_hidden(features, captions)
+    return _scored(model.output_logits(hidden), score).gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
 
 
-def scores_at(model: CaptionModel, features: torch.Tensor, captions: torch.Tensor, positions: torch.Tensor,
+def scores_at(model: Captioner, features: torch.Tensor, captions: torch.Tensor, positions: torch.Tensor,
               score: Score = "log_prob") -> torch.Tensor:
     """(R,) score of word `positions[r]` of row r: the vocabulary projection runs at that position only
     (T times less output-layer work than `scores_from_features` when each row needs one word)."""
@@ -45,12 +45,17 @@ def scores_at(model: CaptionModel, features: torch.Tensor, captions: torch.Tenso
 
 
 def _scored(logits: torch.Tensor, score: Score) -> torch.Tensor:
-    """Logits in float32 as the explained score: log-probabilities (log_softmax) or the raw logits."""
-    if score == "log_prob":
-        return logits.float().log_softmax(-1)
-    if score != "logit":
+    """Logits as the explained score, log-probabilities (log_softmax) or the raw logits, in at least float32
+    (half-precision logits are upcast; a float64 model keeps float64)."""
+    check_score(score)
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    return logits.log_softmax(-1) if score == "log_prob" else logits
+
+
+def check_score(score: str) -> None:
+    if score not in SCORES:
         raise ValueError(f"score must be 'log_prob' or 'logit', got {score!r}")
-    return logits.float()
 
 
 CPU_BATCH_PIXELS = 8 * 224 * 224  # input pixels per CPU batch: the best batch for a ResNet-50 on 2 cores
@@ -67,7 +72,7 @@ def auto_batch_size(images: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def batched_word_scores(model: CaptionModel, images: torch.Tensor, captions: torch.Tensor,
+def batched_word_scores(model: Captioner, images: torch.Tensor, captions: torch.Tensor,
                         score: Score = "log_prob", batch_size: int | None = None) -> torch.Tensor:
     """Scores (N, T) of every word for N (perturbed) images, in chunks of `batch_size` forward passes
     (default `auto_batch_size`)."""
@@ -75,44 +80,3 @@ def batched_word_scores(model: CaptionModel, images: torch.Tensor, captions: tor
     chunks = [scores_from_features(model, model.encode(chunk), captions, score)
               for chunk in images.split(batch_size)]
     return torch.cat(chunks)
-
-
-class LayerSplit(nn.Module):
-    """A model cut at a conv-trunk layer: `lower` maps images to that layer's activations,
-    `upper` maps activations to the decoder's features, so a gradient never goes below the layer."""
-
-    def __init__(self, model: CaptionModel, layer: str | int | None = None) -> None:
-        super().__init__()
-        trunk = model.encoder.resnet
-        self.index = resolve_layer(trunk, layer)
-        self.name = list(dict(trunk.named_children()))[self.index]
-        self.lower = trunk[: self.index + 1]
-        self._rest = trunk[self.index + 1:]
-        self._head: Callable[[torch.Tensor], torch.Tensor] = model.encoder.head
-        self.module = trunk[self.index]
-
-    def upper(self, activations: torch.Tensor) -> torch.Tensor:
-        return self._head(self._rest(activations))
-
-
-def resolve_layer(trunk: nn.Sequential, layer: str | int | None) -> int:
-    """Index in `encoder.resnet` of a layer given by name ("layer4", "encoder.resnet.layer4"), index
-    (-2, "7") or None (the last conv block, the seed notebook's `encoder.resnet[-2]`)."""
-    names = list(dict(trunk.named_children()))
-    if layer is None:
-        return len(names) - 2
-    if isinstance(layer, str):
-        key = layer.removeprefix("encoder.").removeprefix("resnet.")
-        if key in names:
-            return names.index(key)
-        try:
-            layer = int(key)
-        except ValueError:
-            raise ValueError(f"unknown target layer {layer!r}; choose one of {names[:-1]} "
-                             "(children of encoder.resnet) or an index") from None
-    if not -len(names) <= layer < len(names):
-        raise ValueError(f"target layer index {layer} out of range for encoder.resnet with {len(names)} children")
-    index = layer % len(names)
-    if index == len(names) - 1:
-        raise ValueError(f"target layer {names[index]!r} is the encoder's pooling, not a conv layer")
-    return index

@@ -1,13 +1,13 @@
-"""Captioning models: encoders, Show-and-Tell and Show-Attend-Tell decoders, decoding, checkpoints."""
-from captionlens.models.base import CaptionModel, CaptionOutput
-from captionlens.models.checkpoints import (Checkpoint, CheckpointError, build_model, load, load_checkpoint,
-                                            save_checkpoint)
+"""Captioning models: the `Captioner` contract, encoders, Show-and-Tell and Show-Attend-Tell, decoding, checkpoints."""
+from captionlens.models.checkpoints import Checkpoint, CheckpointError, load, load_checkpoint, save_checkpoint
+from captionlens.models.config import ARCHITECTURES, CaptionerConfig, build_model, config_from_dict
 from captionlens.models.decoding import Decoded, beam_search, decode, decode_features, greedy
-from captionlens.models.encoders import BACKBONES, PretrainedWeightsMissing
-from captionlens.models.show_attend_tell import ShowAttendTellModel
-from captionlens.models.show_tell import CNNLSTMModel
+from captionlens.models.encoders import TRUNKS, PretrainedWeightsMissing, register_trunk
+from captionlens.models.protocol import Captioner, CaptionOutput, Trunk, eval_mode
+from captionlens.models.show_attend_tell import ShowAttendTellConfig, ShowAttendTellModel
+from captionlens.models.show_tell import CNNLSTMModel, ShowTellConfig
 
-__all__ = ["BACKBONES", "CNNLSTMModel", "CaptionModel", "CaptionOutput", "Checkpoint", "CheckpointError",
-           "Decoded", "PretrainedWeightsMissing", "ShowAttendTellModel", "beam_search", "build_model", "decode",
-           "decode_features",
-           "greedy", "load", "load_checkpoint", "save_checkpoint"]
+__all__ = ["ARCHITECTURES", "CNNLSTMModel", "CaptionOutput", "Captioner", "CaptionerConfig", "Checkpoint",
+           "CheckpointError", "Decoded", "PretrainedWeightsMissing", "ShowAttendTellConfig", "ShowAttendTellModel",
+           "ShowTellConfig", "TRUNKS", "Trunk", "beam_search", "build_model", "config_from_dict", "decode",
+           "decode_features", "eval_mode", "greedy", "load", "load_checkpoint", "register_trunk", "save_checkpoint"]

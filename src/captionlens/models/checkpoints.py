@@ -1,30 +1,41 @@
-"""Checkpoints: one `.safetensors` file (weights) whose header metadata holds JSON (config, vocabulary,
-epoch, metrics). Nothing is ever unpickled except legacy `.pth` files, and those only through
-`torch.load(weights_only=True)`, which refuses any pickle that would build arbitrary objects.
+"""Checkpoints: one `.safetensors` file (weights) whose header metadata holds JSON (config with its
+preprocessing, vocabulary, epoch, metrics). Nothing is ever unpickled except legacy training-script
+`.pth` files, and those only through `torch.load(weights_only=True)`, which refuses any pickle that
+would build arbitrary objects.
+
+A file is recognised by its content, not its name: a safetensors file loads whatever its suffix; a
+torch or pickle file that is not a captionlens training-script checkpoint (a tutorial's checkpoint,
+a pickled vocabulary) gets a message saying what it is and which `captionlens convert` reads it.
 """
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import struct
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from captionlens.atomic import atomic_path
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.base import CaptionModel
-from captionlens.models.show_attend_tell import ShowAttendTellModel
-from captionlens.models.show_tell import CNNLSTMModel
+from captionlens.models.config import ARCHITECTURES, CaptionerConfig, build_model, config_from_dict
+from captionlens.models.encoders import identify_trunk
+from captionlens.models.protocol import Captioner
+from captionlens.models.safe_pickle import pickle_globals
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config carries the preprocessing; version 1 files still load
 METADATA_KEY = "captionlens"
-ARCHITECTURES: dict[str, type[CaptionModel]] = {"show-tell": CNNLSTMModel, "show-attend-tell": ShowAttendTellModel}
+VOCAB_ROWS = ("decoder.embed.weight", "decoder.fc.weight", "decoder.fc.bias")  # one row per vocabulary word
+TRUNK_PREFIX = "encoder.resnet."
 _TRUNK_NAMES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "pool")
 
 
@@ -34,56 +45,70 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
-    model: CaptionModel
+    model: Any  # a CaptionModel (Captioner); Any so that callers reach its attributes without casts
     vocab: Vocabulary
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(config: dict[str, Any]) -> CaptionModel:
-    """A model of the architecture and sizes in `config` (as `model.config` holds them)."""
-    config = dict(config)
-    arch = config.pop("architecture", None)
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**config)
-
-
-def save_checkpoint(path: str | Path, model: CaptionModel, vocab: Vocabulary, epoch: int = 0,
+def save_checkpoint(path: str | os.PathLike[str], model: Captioner, vocab: Vocabulary, epoch: int = 0,
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write weights + JSON metadata atomically (temporary file, then rename)."""
     path = Path(path)
-    if len(vocab) != model.config["vocab_size"]:
-        raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, model expects {model.config['vocab_size']}")
-    meta = {"format_version": FORMAT_VERSION, "config": model.config, "vocab": vocab.to_dict(),
+    config = getattr(model, "config", None)
+    if not isinstance(config, CaptionerConfig) or config.architecture not in ARCHITECTURES:
+        raise TypeError(f"{path}: only captionlens' registered architectures ({', '.join(ARCHITECTURES)}) "
+                        f"are saved in its format; {type(model).__name__} is not one")
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, model expects {config.vocab_size}")
+    meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "vocab": vocab.to_dict(),
             "epoch": epoch, "metrics": metrics or {}}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    module: nn.Module = model  # type: ignore[assignment]
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load our `.safetensors` format or a legacy `.pth`; the model comes back in eval mode on `device`."""
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
+    """Load our safetensors format or a legacy training-script `.pth` (whatever the file is called);
+    the model comes back in eval mode on `device`, with `model.vocab` set."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = _load_legacy(path) if path.suffix in (".pth", ".pt") else _load_safetensors(path)
-    ckpt.model.to(device).eval()
-    ckpt.model.vocab = ckpt.vocab  # so explain()/caption helpers need not be handed the vocabulary again
+    kind = file_kind(path)
+    if kind == "safetensors":
+        ckpt = _load_safetensors(path)
+    elif kind in ("torch-zip", "pickle"):
+        ckpt = _load_torch_dict(path)
+    else:
+        raise CheckpointError(f"{path}: not a checkpoint (neither safetensors nor a PyTorch or pickle file)")
+    ckpt.model.to(device)
     return ckpt
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
     """`captionlens.load`: whichever model class the checkpoint holds, with its vocabulary."""
     return load_checkpoint(path, device)
 
 
+def file_kind(path: Path) -> str:
+    """"safetensors", "torch-zip", "pickle" or "unknown", from the first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and struct.unpack("<Q", head[:8])[0] + 8 <= size and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return "unknown"
+
+
 def _load_safetensors(path: Path) -> Checkpoint:
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             raw_meta = (fh.metadata() or {}).get(METADATA_KEY)
         tensors = load_file(str(path))
@@ -94,104 +119,167 @@ def _load_safetensors(path: Path) -> Checkpoint:
     try:
         meta = json.loads(raw_meta)
         vocab = Vocabulary.from_dict(meta["vocab"])
-        config = meta["config"]
-    except (json.JSONDecodeError, KeyError, ValueError) as exc:
+        config = config_from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad metadata ({exc})") from None
-    return _assemble(path, config, vocab, tensors, int(meta.get("epoch", 0)), dict(meta.get("metrics", {})))
+    return assemble(path, config, vocab, tensors, int(meta.get("epoch", 0)), dict(meta.get("metrics", {})))
 
 
-def _load_legacy(path: Path) -> Checkpoint:
-    """A training-script `.pth`: a dict with the state dict, a vocabulary (word list or word->index dict)
-    and optionally `config`, `epoch`, `loss`. Loaded with weights_only=True: no code can run."""
+def _load_torch_dict(path: Path) -> Checkpoint:
+    """A training-script checkpoint: a dict with the state dict, a vocabulary (word list or word->index
+    dict) and optionally `config`, `epoch`, `loss`. Loaded with weights_only=True: no code can run.
+    Anything else gets a message saying what the file is."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to unpickle (weights_only=True allows tensors and plain "
-                              f"containers only): {_unpickler_reason(exc)}") from None
-    except (RuntimeError, EOFError, OSError) as exc:
+        with warnings.catch_warnings():  # torch warns about a plain (non-torch) pickle before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: {describe_refused(path)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(data).__name__}")
-    state = data.get("model_state_dict", data.get("state_dict", data))
-    state = {_rename_legacy_key(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    vocab = _legacy_vocab(path, data.get("vocab"))
+    hint = tutorial_hint(data, path.name)
+    if hint:
+        raise CheckpointError(f"{path}: {hint}")
+    entry = next((data[k] for k in ("model_state_dict", "state_dict") if k in data), data)
+    if not isinstance(entry, Mapping):
+        raise CheckpointError(f"{path}: 'model_state_dict' is a {type(entry).__name__}, not a state dict")
+    state = {rename_trunk_key(k): v for k, v in entry.items() if isinstance(v, torch.Tensor)}
+    if "vocab" not in data:
+        raise CheckpointError(f"{path}: no 'vocab' entry (need a word list or a word->index dict beside "
+                              "'model_state_dict')")
     try:
-        config = data.get("config") or infer_config(state)
-    except CheckpointError as exc:
+        vocab, order = vocabulary_from_entry(data["vocab"])
+        state = permute_vocab_rows(state, order, VOCAB_ROWS)
+        config = config_from_dict(data["config"]) if data.get("config") else infer_config(state)
+    except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     metrics = {"loss": float(data["loss"])} if isinstance(data.get("loss"), (int, float, torch.Tensor)) else {}
-    return _assemble(path, config, vocab, state, int(data.get("epoch", 0)), metrics)
+    return assemble(path, config, vocab, state, int(data.get("epoch", 0)), metrics)
 
 
-def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
-    """The sentence of torch's multi-paragraph refusal that names the forbidden global ("... GLOBAL
-    posix.system ..."); torch's own first line advises weights_only=False, which we never want to echo."""
-    for line in str(exc).splitlines():
-        if "GLOBAL" in line:
-            return line.partition("WeightsUnpickler error:")[2].strip().split(". ")[0] or line.strip().rstrip(".")
-    return "unsafe pickle"
+SGRVINOD_CLASSES = {"models.Encoder", "models.DecoderWithAttention", "models.Attention"}
 
 
-def _rename_legacy_key(key: str) -> str:
-    """`encoder.resnet.7.0.conv1.weight` (Sequential of ResNet children) -> `encoder.resnet.layer4.0...`."""
-    match = re.match(r"encoder\.resnet\.(\d+)\.(.*)", key)
+def describe_refused(path: Path) -> str:
+    """Why a torch/pickle file was refused, and which converter reads it when it is a tutorial's file."""
+    names = pickle_globals(path)
+    if names & SGRVINOD_CLASSES:
+        return ("a checkpoint of sgrvinod's a-PyTorch-Tutorial-to-Image-Captioning (pickled models.Encoder / "
+                "DecoderWithAttention): convert it with `captionlens convert sgrvinod --checkpoint "
+                f"{path.name} --word-map WORDMAP_<name>.json --out model.safetensors`")
+    if any(n.endswith(".Vocabulary") for n in names):
+        return ("a pickled Vocabulary (yunjey's pytorch-tutorial vocab.pkl), not a model: pass it to "
+                "`captionlens convert yunjey --encoder ENC.ckpt --decoder DEC.ckpt --vocab vocab.pkl "
+                "--out model.safetensors`")
+    unsafe = sorted(n for n in names if not n.startswith(("torch.", "collections.OrderedDict", "__builtin__.",
+                                                        "builtins.set", "builtins.dict")))
+    shown = ", ".join(unsafe[:3]) if unsafe else "objects torch's weights-only loader does not allow"
+    return f"refused to unpickle (weights_only=True allows tensors and plain containers only): it names {shown}"
+
+
+def tutorial_hint(data: Mapping[str, Any], name: str) -> str | None:
+    """The convert command for a yunjey-tutorial encoder or decoder state dict (file `name`), else None."""
+    keys = set(data)
+    if "linear.weight" in keys and "bn.running_mean" in keys and any(k.startswith("resnet.") for k in keys):
+        part = "encoder"
+    elif {"embed.weight", "linear.weight"} <= keys and any(k.startswith("lstm.weight_ih_l") for k in keys):
+        part = "decoder"
+    else:
+        return None
+    encoder, decoder = (name, "decoder-E-S.ckpt") if part == "encoder" else ("encoder-E-S.ckpt", name)
+    return (f"an {part} state dict of yunjey's pytorch-tutorial image captioning, not a whole model: convert "
+            f"the pair with `captionlens convert yunjey --encoder {encoder} --decoder {decoder} "
+            "--vocab vocab.pkl --out model.safetensors`")
+
+
+def rename_trunk_key(key: str, prefix: str = TRUNK_PREFIX) -> str:
+    """`encoder.resnet.7.0.conv1.weight` (an `nn.Sequential` of a ResNet's children) ->
+    `encoder.resnet.layer4.0.conv1.weight`."""
+    match = re.match(rf"{re.escape(prefix)}(\d+)\.(.*)", key)
     if match and int(match.group(1)) < len(_TRUNK_NAMES):
-        return f"encoder.resnet.{_TRUNK_NAMES[int(match.group(1))]}.{match.group(2)}"
+        return f"{prefix}{_TRUNK_NAMES[int(match.group(1))]}.{match.group(2)}"
     return key
 
 
-def _legacy_vocab(path: Path, vocab: Any) -> Vocabulary:
+def vocabulary_from_entry(vocab: Any) -> tuple[Vocabulary, list[int]]:
+    """(Vocabulary, row order) from a word list, a word->index or an index->word dict, or
+    `{"idx2word": ...}`; the special tokens may be spelt and placed otherwise (see
+    `Vocabulary.from_index_words`)."""
     if isinstance(vocab, dict) and "idx2word" in vocab:
         vocab = vocab["idx2word"]
-    if isinstance(vocab, dict):  # word -> index, or index -> word
-        pairs = [(int(i), w) for w, i in vocab.items()] if all(isinstance(v, int) for v in vocab.values()) \
-            else [(int(i), w) for i, w in vocab.items()]
+    if isinstance(vocab, dict):
+        pairs = ([(int(i), w) for w, i in vocab.items()] if all(isinstance(v, int) for v in vocab.values())
+                 else [(int(i), w) for i, w in vocab.items()])
+        indices = sorted(i for i, _ in pairs)
+        if indices != list(range(len(indices))):
+            raise ValueError("vocabulary indices are not 0..N-1 without gaps")
         vocab = [w for _, w in sorted(pairs)]
-    if not isinstance(vocab, list):
-        raise CheckpointError(f"{path}: no usable 'vocab' entry (need a word list or a word->index dict)")
-    try:
-        return Vocabulary.from_dict({"idx2word": vocab})
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+        raise ValueError("no usable vocabulary (need a word list or a word->index dict)")
+    return Vocabulary.from_index_words(vocab)
 
 
-def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Architecture and sizes read off a state dict's keys and shapes (for `.pth` files without a config)."""
+def permute_vocab_rows(state: dict[str, torch.Tensor], order: Sequence[int],
+                       keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """`state` with the first dimension of `keys` reordered so row i is old row order[i]."""
+    if list(order) == list(range(len(order))):
+        return state
+    index = torch.as_tensor(order)
+    out = dict(state)
+    for key in keys:
+        if key in out:
+            if out[key].shape[0] != len(order):
+                raise ValueError(f"'{key}' has {out[key].shape[0]} rows but the vocabulary {len(order)} words")
+            out[key] = out[key].index_select(0, index)
+    return out
+
+
+def trunk_state_shapes(state: Mapping[str, torch.Tensor], prefix: str = TRUNK_PREFIX) -> dict[str, tuple[int, ...]]:
+    return {k.removeprefix(prefix): tuple(v.shape) for k, v in state.items() if k.startswith(prefix)}
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> CaptionerConfig:
+    """A Show-and-Tell config read off a state dict's keys and shapes (for `.pth` files without a config):
+    the backbone must match a registered trunk's weights exactly; the input is the seed notebook's
+    224 px ImageNet preprocessing. An attention model's grid is not in its weights: refused."""
     try:
         vocab_size, embed_size = state["decoder.embed.weight"].shape
         hidden_size = state["decoder.fc.weight"].shape[1]
     except KeyError as exc:
-        raise CheckpointError(f"state dict lacks {exc}; is this a captioning checkpoint?") from None
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"encoder\.resnet\.layer3\.(\d+)\.", k))}
-    bottleneck = any(".conv3." in k for k in state)
-    if any(k.startswith("encoder.resnet.stem.") for k in state):
-        backbone = "tiny"
-    else:
-        backbone = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50",
-                    (23, True): "resnet101"}.get((len(blocks), bottleneck), "resnet50")
+        raise ValueError(f"state dict lacks {exc}; is this a captioning checkpoint?") from None
+    backbone = identify_trunk(trunk_state_shapes(state))
     common = {"vocab_size": int(vocab_size), "embed_size": int(embed_size), "hidden_size": int(hidden_size),
-              "backbone": backbone}
+              "backbone": backbone, "architecture": "show-tell"}
     if "decoder.attention.full_att.weight" in state:
-        return {"architecture": "show-attend-tell", **common,
-                "attention_dim": int(state["decoder.attention.full_att.weight"].shape[1])}
+        raise ValueError("a Show-Attend-Tell state dict without a 'config' entry: its grid size and input size "
+                         "are not in its weights, so they would have to be guessed; save it with its config "
+                         "(captionlens' own checkpoints do) or convert it with `captionlens convert`")
     layers = len([k for k in state if re.match(r"decoder\.lstm\.weight_ih_l\d+$", k)])
-    return {"architecture": "show-tell", **common, "num_layers": max(layers, 1)}
+    head = "linear-batchnorm" if "encoder.bn.weight" in state else "linear"
+    return config_from_dict({**common, "num_layers": max(layers, 1), "head": head})
 
 
-def _assemble(path: Path, config: dict[str, Any], vocab: Vocabulary, state: dict[str, torch.Tensor],
-              epoch: int, metrics: dict[str, Any]) -> Checkpoint:
-    if config.get("vocab_size") != len(vocab):
+def assemble(path: Path, config: CaptionerConfig, vocab: Vocabulary, state: Mapping[str, torch.Tensor],
+             epoch: int = 0, metrics: dict[str, Any] | None = None) -> Checkpoint:
+    """The model of `config` holding exactly `state` (every key, every shape), or a CheckpointError; in
+    eval mode, with `model.vocab` set so that explain() and the caption helpers need not be handed it."""
+    if config.vocab_size != len(vocab):
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words but the model was built for "
-                              f"{config.get('vocab_size')}")
+                              f"{config.vocab_size}")
     try:
-        model = build_model({**config, "pretrained": False})
+        model = build_model(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model config ({exc})") from None
-    _load_state(path, model, state)
-    return Checkpoint(model, vocab, epoch, metrics)
+    load_exact_state(path, model, state)
+    model.eval()
+    model.vocab = vocab
+    return Checkpoint(model, vocab, epoch, metrics or {})
 
 
-def _load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_exact_state(path: Path, model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load `state` into `model` only when its keys and shapes are exactly the model's."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

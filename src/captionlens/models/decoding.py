@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.base import CaptionModel
+from captionlens.models.protocol import Captioner
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _finish(ids: list[int], logps: list[float], alphas: torch.Tensor | None, end
 
 
 @torch.no_grad()
-def greedy(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20) -> list[Decoded]:
+def greedy(model: Captioner, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20) -> list[Decoded]:
     """Pick the most likely word at every step; batched over images."""
     batch = features.size(0)
     state = model.init_state(features)
@@ -77,7 +77,7 @@ def greedy(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_l
 
 
 @torch.no_grad()
-def beam_search(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, beam_size: int = 3,
+def beam_search(model: Captioner, features: torch.Tensor, vocab: Vocabulary, beam_size: int = 3,
                 max_length: int = 20, length_penalty: float = 0.0) -> list[Decoded]:
     """Beam search over all images at once: (B images x K beams) rows advance in one decoder step.
 
@@ -129,19 +129,24 @@ def beam_search(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, 
     return [_finish(ids[r], logps[r], None if alphas is None else alphas[r], vocab.end_idx, vocab) for r in best]
 
 
-def decode_features(model: CaptionModel, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+def decode_features(model: Captioner, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
                     beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
     """Caption encoded images: greedy when beam_size == 1, else beam search."""
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    check_decoding(beam_size, max_length)
     if beam_size == 1:
         return greedy(model, features, vocab, max_length)
     return beam_search(model, features, vocab, beam_size, max_length, length_penalty)
 
 
-def decode(model: CaptionModel, images: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+def check_decoding(beam_size: int, max_length: int) -> None:
+    """One ValueError naming a decoding setting out of range."""
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    if not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be an integer >= 1, got {max_length!r}")
+
+
+def decode(model: Captioner, images: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
            beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
     """Caption a batch of image tensors (B, 3, H, W)."""
     with torch.no_grad():

@@ -19,9 +19,17 @@ from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
 from captionlens.atomic import atomic_path
+from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
-from captionlens.viz.overlay import (DEFAULT_CMAP, SIGNED_CMAP, check_image, is_signed, method_maps,
-                                     ordered_methods, overlay, peak_normalize, unit_scale)
+from captionlens.viz.overlay import (
+    DEFAULT_CMAP,
+    SIGNED_CMAP,
+    check_image,
+    method_maps,
+    overlay,
+    peak_normalize,
+    unit_scale,
+)
 
 DPI = 120
 PANEL_INCHES = 2.0
@@ -58,7 +66,8 @@ def triptych(expl: CaptionExplanation, method: str, word_index: int, alpha: floa
     image = check_image(expl.image)
     scaled = _display_scale(maps[index:index + 1], signed)[0]
     word, log_prob = expl.tokens[index], float(expl.log_probs[index])
-    title = _text(f"“{word}” (log p = {log_prob:.2f}) — {method}" + (f"\n{SIGNED_NOTE}" if signed else ""))
+    note = f"\n{SIGNED_NOTE}" if signed else ""
+    title = _text(f"“{word}” (log p = {log_prob:.2f}) — {method_label(method)}{note}")
     fig, grid = _panel_figure(1, 3, PANEL_INCHES, _aspect(image), title, gap_h=0.3, below=0.45)
     axes = grid[0]
     axes[0].imshow(image)
@@ -74,7 +83,7 @@ def triptych(expl: CaptionExplanation, method: str, word_index: int, alpha: floa
 
 def method_comparison(expl: CaptionExplanation, methods: Sequence[str] | None = None, top_k: int = 3,
                       alpha: float = 0.5) -> Figure:
-    """Rows = words, columns = methods (canonical order: gradcam, gradcam++, attention, lime, occlusion).
+    """Rows = words, columns = methods (in the registry's display order).
 
     Colour scales: each non-negative map is divided by its own peak, so every non-negative panel of a
     row shares one 0..1 scale ("fraction of the map's peak", 0 anchored at 0 rather than at the map's
@@ -107,7 +116,7 @@ def method_comparison(expl: CaptionExplanation, methods: Sequence[str] | None = 
                 rgb = _mark_superpixels(rgb, expl[name].extras, row, top_k)
             ax.imshow(rgb)
             if row == 0:
-                ax.set_title(_text(name), fontsize=10)
+                ax.set_title(_text(method_label(name)), fontsize=10)
         axes[row, 0].set_ylabel(_text(f"{word}\n{float(log_prob):.2f}"), fontsize=9)
     for i, (cmap, norm, label) in enumerate(bars):
         bar_ax = fig.add_axes((0.2, _y(fig, BAR_INCHES * (len(bars) - i) - 0.3), 0.6, _y(fig, 0.13)))
@@ -147,7 +156,7 @@ def _word_panels(expl: CaptionExplanation, method: str, max_cols: int, alpha: fl
         raise ValueError(f"max_cols must be >= 1, got {max_cols}")
     cols = min(n_words, max_cols)
     note = f" ({SIGNED_NOTE})" if signed else ""
-    title = _wrap(f"“{expl.caption}” — {method}{note}", cols * PANEL_INCHES)
+    title = _wrap(f"“{expl.caption}” — {method_label(method)}{note}", cols * PANEL_INCHES)
     fig, axes = _panel_figure(math.ceil(n_words / cols), cols, PANEL_INCHES, _aspect(image), title,
                               gap_h=0.1 if sequence_style else 0.4)
     for index, ax in enumerate(axes.flat):

@@ -6,8 +6,6 @@ Non-negative maps (Grad-CAM, Grad-CAM++, attention) are min-max scaled to [0, 1]
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
@@ -15,21 +13,8 @@ from PIL import Image
 from captionlens.explain.maps import normalize_maps
 from captionlens.explain.result import CaptionExplanation
 
-METHOD_ORDER = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
-SIGNED_METHODS = frozenset({"lime", "occlusion"})
 DEFAULT_CMAP = "jet"
 SIGNED_CMAP = "RdBu_r"
-
-
-def ordered_methods(names: Iterable[str]) -> list[str]:
-    """Method names in the project's canonical order; unknown names follow, alphabetically."""
-    names = list(names)
-    return [m for m in METHOD_ORDER if m in names] + sorted(m for m in names if m not in METHOD_ORDER)
-
-
-def is_signed(method: str, maps: np.ndarray) -> bool:
-    """Whether a method's maps carry a sign (LIME, occlusion, or any map with negative values)."""
-    return method in SIGNED_METHODS or bool(np.any(np.asarray(maps) < 0))
 
 
 def method_maps(expl: CaptionExplanation, method: str) -> np.ndarray:

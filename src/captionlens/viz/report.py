@@ -33,9 +33,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
-from captionlens.viz.overlay import (DEFAULT_CMAP, SIGNED_CMAP, check_image, colormap_lut, is_signed, method_maps,
-                                     ordered_methods, resize_map, unit_scale)
+from captionlens.viz.overlay import (
+    DEFAULT_CMAP,
+    SIGNED_CMAP,
+    check_image,
+    colormap_lut,
+    method_maps,
+    resize_map,
+    unit_scale,
+)
 
 ASSETS = "assets"
 
@@ -159,13 +167,13 @@ def _page(title: str, written: list[tuple[dict[str, Any], str]]) -> str:
     entries = [entry for entry, _ in written]
     static = resources.files("captionlens.viz") / "static"
     methods = ordered_methods({m for e in entries for m in e["methods"]})
-    data = {"format_version": 1, "entries": entries,
+    data = {"format_version": 1, "entries": entries, "labels": {m: method_label(m) for m in methods},
             "colormaps": {"unsigned": colormap_lut(DEFAULT_CMAP).ravel().tolist(),
                           "signed": colormap_lut(SIGNED_CMAP).ravel().tolist()}}
     parts = {
         "TITLE": html.escape(title),
         "SUMMARY": html.escape(f"{len(entries)} image{'s' * (len(entries) != 1)} · methods: "
-                               f"{', '.join(methods) or 'none'} · click an image, then a word"),
+                               f"{', '.join(map(method_label, methods)) or 'none'} · click an image, then a word"),
         "GALLERY": "\n".join(card for _, card in written),
         "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"),
         "CSS": (static / "report.css").read_text(encoding="utf-8"),

@@ -159,7 +159,7 @@
       input.name = "method";
       input.value = method;
       input.addEventListener("change", function () { chooseMethod(method); });
-      label.append(input, " " + method);
+      label.append(input, " " + (DATA.labels[method] || method));
       methodsBox.appendChild(label);
     });
     $("prev").disabled = index === 0;

@@ -1,0 +1,130 @@
+"""The Show-Attend-Tell decoder's backward written out: d score_t / d annotations for every word of a
+caption from one forward per image and one reverse sweep (the "bptt" gradient route).
+
+On a CPU the generic replicated route runs the attention decoder's forward once per word plus an
+(R, N, C) context gradient at every step, which costs more than a ResNet-50 trunk; here the
+teacher-forced forward runs once per image, then one reverse sweep carries a cotangent row per word,
+row t joining at step t, where word t is scored. The annotations' gradient through the contexts,
+sum_s alpha_s (x) dcontext_s, is formed once at the end instead of as a (B, T, N, C) term per step.
+
+Registered for `ShowAttendTellModel` itself (not subclasses, which may change the forward) with tanh
+or ReLU attention; the tests check it against autograd word by word for both.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from captionlens.explain.gradients import register_feature_gradients
+from captionlens.explain.scoring import Score, check_score
+from captionlens.models.protocol import Captioner, State
+from captionlens.models.show_attend_tell import ShowAttendTellModel
+
+# d f / d x from the activated value y = f(x), for each attention nonlinearity the backward covers.
+ACTIVATION_SLOPES = {"tanh": lambda y: 1 - y ** 2, "relu": lambda y: (y > 0).to(y.dtype)}
+
+
+class StepParts(NamedTuple):
+    """One attention-decoder step's inputs, intermediates and outputs (all batch-first)."""
+
+    c_prev: torch.Tensor
+    activated: torch.Tensor  # (B, N, A) f(W_e a_i + W_h h)
+    alpha: torch.Tensor      # (B, N)
+    context: torch.Tensor    # (B, C) sum_i alpha_i a_i, before the gate
+    gate: torch.Tensor       # (B, C) sigmoid(f_beta(h))
+    i: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor
+    o: torch.Tensor
+    tanh_c: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+def recorded_step(model: ShowAttendTellModel, tokens: torch.Tensor, state: State) -> StepParts:
+    """`model.advance` with every intermediate kept: the model's own attention, and the LSTM cell's gates
+    written out on `decoder.lstm`'s weights (PyTorch's i, f, g, o order; tested equal to `advance`)."""
+    h, c, features, projected = state
+    activated, alpha, context, gate = model.attend(h, features, projected)
+    lstm = model.decoder.lstm
+    inputs = torch.cat([model.decoder.embed(tokens), gate * context], dim=1)
+    gates = F.linear(inputs, lstm.weight_ih, lstm.bias_ih) + F.linear(h, lstm.weight_hh, lstm.bias_hh)
+    i, f, g, o = gates.chunk(4, dim=1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    c_new = f * c + i * g
+    tanh_c = c_new.tanh()
+    return StepParts(c, activated, alpha, context, gate, i, f, g, o, tanh_c, o * tanh_c, c_new)
+
+
+def _covers(model: Captioner) -> bool:
+    return isinstance(model, ShowAttendTellModel) and model.config.attention_activation in ACTIVATION_SLOPES
+
+
+@register_feature_gradients(ShowAttendTellModel, covers=_covers)
+@torch.no_grad()
+def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: torch.Tensor,
+                            lengths: Sequence[int], score: Score = "log_prob") -> torch.Tensor:
+    """(B, T, N, C): d score_t / d features of every word t < lengths[b] of every image b (0 past it).
+
+    In eval mode (no dropout). `features` (B, N, C) are the annotations, `captions` (B, >= T + 1)
+    `<START> words ..` rows; the score is the word's log-probability or raw logit.
+    """
+    assert isinstance(model, ShowAttendTellModel)
+    check_score(score)
+    if model.training:
+        raise RuntimeError("the written-out attention backward needs the model in eval mode (it assumes no "
+                           "dropout): call model.eval() first")
+    d = model.decoder
+    slope = ACTIVATION_SLOPES[model.config.attention_activation]
+    batch, regions, _ = features.shape
+    steps = max(lengths, default=0)
+    state = model.init_state(features)
+    parts = []
+    for s in range(steps):
+        parts.append(recorded_step(model, captions[:, s], state))
+        state = (parts[-1].h, parts[-1].c, state[2], state[3])
+    if not parts:
+        return features.new_zeros(batch, 0, *features.shape[1:])
+    targets = captions[:, 1:steps + 1]
+    if score == "logit":
+        d_out = d.fc.weight[targets]                                              # (B, T, H)
+    else:
+        probs = model.output_logits(torch.stack([p.h for p in parts], 1)).softmax(-1)
+        d_out = (F.one_hot(targets, probs.size(-1)).to(probs) - probs) @ d.fc.weight
+    lengths_t = torch.as_tensor(lengths, device=features.device)
+    d_out = d_out * (torch.arange(steps, device=features.device) < lengths_t[:, None]).unsqueeze(2)
+
+    def row(x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) -> (B, 1, ...): one image's value, broadcast over its word rows."""
+        return x.unsqueeze(1)
+
+    embed_size = d.embed.embedding_dim
+    full_att = d.attention.full_att.weight[0]
+    dh = dc = d_out.new_zeros(batch, 0, d_out.size(2))
+    d_projected = features.new_zeros(batch, steps, regions, full_att.numel())
+    d_contexts = features.new_zeros(batch, steps, steps, features.size(2))      # [b, word t, step s]
+    for s in reversed(range(steps)):
+        p = parts[s]
+        dh = torch.cat([d_out[:, s:s + 1], dh], 1)                                  # word s joins
+        dc = torch.cat([dc.new_zeros(batch, 1, dc.size(2)), dc], 1)
+        dc = dc + dh * row(p.o * (1 - p.tanh_c ** 2))
+        d_gates = torch.cat([dc * row(p.g * p.i * (1 - p.i)), dc * row(p.c_prev * p.f * (1 - p.f)),
+                             dc * row(p.i * (1 - p.g ** 2)), dh * row(p.tanh_c * p.o * (1 - p.o))], 2)
+        d_gated = d_gates @ d.lstm.weight_ih[:, embed_size:]                      # d (gate * context)
+        d_context = d_gated * row(p.gate)
+        d_contexts[:, s:, s] = d_context
+        d_alpha = torch.bmm(d_context, features.transpose(1, 2))                    # (B, n, N)
+        d_scores = row(p.alpha) * (d_alpha - (d_alpha * row(p.alpha)).sum(2, keepdim=True))
+        d_pre = d_scores.unsqueeze(3) * full_att * row(slope(p.activated))          # (B, n, N, A)
+        d_projected[:, s:] += d_pre
+        d_gate_in = d_gated * row(p.context * p.gate * (1 - p.gate))                # before the sigmoid
+        dh = (d_gates @ d.lstm.weight_hh + d_gate_in @ d.f_beta.weight
+              + d_pre.sum(2) @ d.attention.decoder_att.weight)
+        dc = dc * row(p.f)
+    alphas = torch.stack([p.alpha for p in parts], 1)                                # (B, S, N)
+    d_mean = dh @ d.init_h.weight + dc @ d.init_c.weight                             # (B, T, C)
+    return (torch.einsum("bsn,btsc->btnc", alphas, d_contexts)
+            + d_projected @ d.attention.encoder_att.weight + d_mean.unsqueeze(2) / regions)

@@ -1,0 +1,99 @@
+"""What both tutorial importers share: reading weights, mapping their key names onto ours, and writing
+the result as an ordinary captionlens checkpoint. Every mismatch is an error naming the file and key."""
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.models.checkpoints import (
+    TRUNK_PREFIX,
+    VOCAB_ROWS,
+    Checkpoint,
+    CheckpointError,
+    assemble,
+    file_kind,
+    permute_vocab_rows,
+    rename_trunk_key,
+    save_checkpoint,
+    trunk_state_shapes,
+)
+from captionlens.models.config import CaptionerConfig
+from captionlens.models.encoders import identify_trunk
+
+
+class ConversionError(CheckpointError):
+    """A tutorial file that does not fit what we can load exactly; the message names the file, key or value."""
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A `torch.save(state_dict)` file (whatever its suffix), read with weights_only=True."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if file_kind(path) not in ("torch-zip", "pickle"):
+        raise ConversionError(f"{path}: not a PyTorch file (expected torch.save(state_dict) output for the {what})")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConversionError(f"{path}: holds more than tensors (weights_only=True refused it); the {what} must be "
+                              "a state dict") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConversionError(f"{path}: truncated or not a PyTorch file ({exc})") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ConversionError(f"{path}: expected a state dict (names -> tensors) for the {what}, "
+                              f"got {type(data).__name__}")
+    return dict(data)
+
+
+def map_keys(path: Path, state: Mapping[str, torch.Tensor], rules: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """`state` with each key's first matching prefix in `rules` replaced (`{"linear.": "encoder.linear."}`);
+    a numbered trunk child (`resnet.7.`) becomes its torchvision name. A key no rule covers is an error."""
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in rules if key.startswith(p)), None)
+        if prefix is None:
+            raise ConversionError(f"{path}: unexpected key '{key}' {tuple(value.shape)} (expected keys starting "
+                                  f"with {', '.join(rules)})")
+        out[rename_trunk_key(rules[prefix] + key[len(prefix):])] = value
+    return out
+
+
+def require_shape(path: Path, state: Mapping[str, torch.Tensor], key: str, dims: int) -> tuple[int, ...]:
+    if key not in state:
+        raise ConversionError(f"{path}: missing key '{key}'")
+    shape = tuple(state[key].shape)
+    if len(shape) != dims:
+        raise ConversionError(f"{path}: '{key}' has shape {shape}, expected {dims} dimensions")
+    return shape
+
+
+def lstm_layers(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    return len([k for k in state if re.fullmatch(rf"{re.escape(prefix)}weight_ih_l\d+", k)])
+
+
+def backbone_of(path: Path, state: Mapping[str, torch.Tensor]) -> str:
+    """The registered trunk whose weights are exactly the `encoder.resnet.*` ones in `state`."""
+    try:
+        return identify_trunk(trunk_state_shapes(state, TRUNK_PREFIX))
+    except ValueError as exc:
+        raise ConversionError(f"{path}: {exc} (keys as torchvision names a ResNet's children: the file's "
+                              "resnet.4-7 are layer1-4)") from None
+
+
+def build_checkpoint(path: Path, config: CaptionerConfig, vocab: Vocabulary, order: list[int],
+                     state: dict[str, torch.Tensor], metrics: dict[str, Any], epoch: int = 0) -> Checkpoint:
+    """Our model of `config` holding exactly `state` (see `assemble`), vocabulary rows permuted to `vocab`'s order."""
+    try:
+        state = permute_vocab_rows(state, order, VOCAB_ROWS)
+    except ValueError as exc:
+        raise ConversionError(f"{path}: {exc}") from None
+    return assemble(path, config, vocab, state, epoch, metrics)
+
+
+def write(ckpt: Checkpoint, out: Path) -> Path:
+    return save_checkpoint(out, ckpt.model, ckpt.vocab, ckpt.epoch, ckpt.metrics)

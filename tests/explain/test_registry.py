@@ -1,0 +1,103 @@
+"""The method registry: one entry per method carries its facts, everything else reads them from there,
+and every setting is checked by name and value before an image is touched."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from captionlens.cli import main, methods_help
+from captionlens.explain import explain
+from captionlens.explain.registry import (
+    METHODS,
+    Method,
+    MethodSettings,
+    check_methods,
+    is_signed,
+    method_label,
+    ordered_methods,
+    resolve_settings,
+)
+from captionlens.explain.result import MethodMaps
+from captionlens.viz import method_comparison
+from captionlens.viz.report import write_report
+
+
+def test_the_five_methods_and_their_facts():
+    assert ordered_methods(METHODS) == ["gradcam", "gradcam++", "attention", "lime", "occlusion"]
+    assert sorted(n for n in METHODS if METHODS[n].signed) == ["lime", "occlusion"]
+    assert [n for n in METHODS if METHODS[n].needs_attention] == ["attention"]
+    assert method_label("gradcam++") == "Grad-CAM++" and method_label("unregistered") == "unregistered"
+    assert ordered_methods({"occlusion", "zeta", "lime", "gradcam", "attention"}) == [
+        "gradcam", "attention", "lime", "occlusion", "zeta"]
+    assert is_signed("zeta", np.array([-1.0])) and not is_signed("zeta", np.array([1.0]))
+
+
+def test_check_methods_names_the_problem(show_tell_model):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['gradcamm'\]; available: gradcam, gradcam\+\+"):
+        check_methods(show_tell_model, ["gradcamm"])
+    with pytest.raises(ValueError, match="'attention' needs a model with attention; CNNLSTMModel has none"):
+        check_methods(show_tell_model, ["gradcam", "attention"])
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"gradcam": {"max_batch": 0}}, "gradcam: max_batch must be an integer >= 1, got 0"),
+    ({"gradcam": {"maxbatch": 2}}, "gradcam: unknown setting.* maxbatch; gradcam takes max_batch, shortcut"),
+    ({"lmie": {"num_samples": 5}}, "settings given for lmie, which is not a method; methods are gradcam"),
+])
+def test_settings_are_checked_before_any_image(attention_model, settings, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_settings(attention_model, ["gradcam"], settings)
+    with pytest.raises(ValueError, match=match):       # explain checks first: the image is never read
+        explain(attention_model, "no-such-image.png", methods=("gradcam",), settings=settings)
+
+
+def test_settings_of_methods_not_requested_are_ignored(attention_model):
+    checked = resolve_settings(attention_model, ["gradcam"], {"lime": {"num_samples": 5}, "gradcam": {"max_batch": 2}})
+    assert list(checked) == ["gradcam"] and checked["gradcam"].max_batch == 2
+
+
+@pytest.mark.parametrize("arguments, match", [({"beam_size": 0}, "beam_size must be an integer >= 1, got 0"),
+                                              ({"max_length": -1}, "max_length must be"),
+                                              ({"score": "prob"}, "score must be 'log_prob' or 'logit'"),
+                                              ({"target_layer": "layer9"}, "unknown target layer 'layer9'")])
+def test_explain_arguments_are_checked_before_any_image(attention_model, arguments, match):
+    with pytest.raises(ValueError, match=match):
+        explain(attention_model, "no-such-image.png", methods=("gradcam",), **arguments)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CentreSettings(MethodSettings):
+    width: float = 0.5
+
+
+def centre(ctx, settings: CentreSettings) -> MethodMaps:
+    """A map peaked at the image centre for every word: a method defined outside the package."""
+    h, w = ctx.image_hw
+    ys, xs = np.mgrid[0:h, 0:w]
+    peak = np.exp(-(((ys - h / 2) / (settings.width * h)) ** 2 + ((xs - w / 2) / (settings.width * w)) ** 2))
+    maps = np.repeat(peak[None].astype(np.float32), ctx.num_words, 0)
+    return MethodMaps(maps=maps, raw=maps, settings=settings.to_dict())
+
+
+def test_a_method_registered_in_one_place_reaches_explain_figures_report_and_cli(monkeypatch, attention_model,
+                                                                                  image, caption, tmp_path):
+    monkeypatch.setitem(METHODS, "centre", Method("centre", "centre prior", 5, False, False, "a fixed centre map",
+                                                  CentreSettings, centre))
+    expl = explain(attention_model, image, methods=("gradcam", "centre"), caption=caption,
+                   settings={"centre": {"width": 0.3}})
+    assert expl["centre"].settings == {"width": 0.3}
+    figure = method_comparison(expl)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["Grad-CAM", "centre prior"]
+    page = write_report([expl], tmp_path / "report").read_text()
+    assert '"centre":"centre prior"' in page
+    with pytest.raises(ValueError, match="centre: unknown setting.* wide; centre takes width"):
+        explain(attention_model, image, methods=("centre",), caption=caption, settings={"centre": {"wide": 1}})
+    assert "centre" in methods_help()          # what `captionlens explain --help` shows for --methods
+
+
+def test_cli_help_lists_the_registered_methods():
+    help_text = " ".join(CliRunner().invoke(main, ["explain", "--help"]).output.split())
+    assert "gradcam, gradcam++, attention (needs attention), lime, occlusion" in help_text
