@@ -55,8 +55,8 @@ OUTSIDE_FORWARD_TARGET = 0.15
 
 
 class ForwardMeter:
-    """Counts the images a model encodes and the seconds spent in its forward passes (encoder and
-    teacher-forced decoder), by shadowing those two methods on the instance while `active`."""
+    """Counts the images a model encodes and the seconds spent in its forward passes (encoder,
+    teacher-forced decoder and output layer), by shadowing those methods on the instance while `active`."""
 
     def __init__(self, model: CaptionModel) -> None:
         self.model, self.images, self.seconds = model, 0, 0.0
@@ -64,18 +64,20 @@ class ForwardMeter:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[ForwardMeter]:
-        encode, decode = self.model.encode, self.model.teacher_forced
+        model = self.model
+        encode, decode, project = model.encode, model.teacher_forced_hidden, model.output_logits
 
         def counted_encode(images: torch.Tensor) -> torch.Tensor:
             self.images += len(images)
             return self._timed(encode, images)
 
-        self.model.encode = counted_encode
-        self.model.teacher_forced = lambda *args: self._timed(decode, *args)
+        model.encode = counted_encode
+        model.teacher_forced_hidden = lambda *args: self._timed(decode, *args)
+        model.output_logits = lambda *args: self._timed(project, *args)
         try:
             yield self
         finally:
-            del self.model.encode, self.model.teacher_forced
+            del model.encode, model.teacher_forced_hidden, model.output_logits
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
