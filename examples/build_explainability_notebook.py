@@ -23,13 +23,14 @@ score) and **occlusion** (sliding grey patches).
 The notebook runs on a CPU in a few minutes on the synthetic *shapes* data that ships with the code:
 images of one to three coloured shapes whose captions are true by construction, and where we know the
 exact box of the object each word names. That lets us *measure* whether a map points at the right
-object instead of judging pictures by eye.
+object instead of judging pictures by eye — and turn the seed notebook's hard-coded "key insights"
+into numbers computed for the model at hand (last section).
 
-Set `CAPTIONLENS_NOTEBOOK_QUICK=1` for a smoke run (tiny model trained in seconds; its maps mean
-little), and `CAPTIONLENS_CHECKPOINT=path/to/model.safetensors` to explain another model."""),
+It explains captionlens' shipped reference model (the demo recipe trained longer). Set
+`CAPTIONLENS_CHECKPOINT=path/to/model.safetensors` to explain another model of the shapes data, and
+`CAPTIONLENS_NOTEBOOK_QUICK=1` for a smoke run on a few images."""),
     ("md", "## 1. Setup"),
     ("code", """\
-import dataclasses
 import os
 from pathlib import Path
 
@@ -37,20 +38,21 @@ import torch
 from IPython.display import Image, display
 
 import captionlens
-from captionlens.data.shapes import generate_shapes, load_grounding, word_boxes
-from captionlens.demo import DEMO_SIZES, demo_config
-from captionlens.evaluate.explanation_metrics import pointing_game
+from captionlens.data.shapes import load_grounding
+from captionlens.evaluate import EvaluationConfig, evaluate_explanations
+from captionlens.evaluate.insights import insights
 from captionlens.export import export_explanations
 from captionlens.focus import focus_figure, keyword_focus, save_focus
-from captionlens.training import train
+from captionlens.reference import REFERENCE_CHECKPOINT, reference_data
 from captionlens.viz import attention_over_time, method_comparison, save_figure, triptych, word_grid
+from captionlens.viz.evaluation import markdown, save_evaluation
 
 torch.set_num_threads(2)
 QUICK = os.environ.get("CAPTIONLENS_NOTEBOOK_QUICK") == "1"
 OUT = Path(os.environ.get("CAPTIONLENS_NOTEBOOK_OUT", "outputs/notebook"))
 N_TEST = 4 if QUICK else 40                            # held-out images for the measurements
 N_SHOW = 2 if QUICK else 4                             # images shown as triptychs and exported
-DECODE = {"beam_size": 3, "max_length": 8 if QUICK else 20}  # quick: the barely trained model rambles
+DECODE = {"beam_size": 3, "max_length": 20}
 SETTINGS = {"lime": {"num_samples": 60 if QUICK else 500},  # method settings; cost grows with samples/patches
             "occlusion": {"window": 12 if QUICK else 24, "stride": 12}}  # patches in model-input pixels
 
@@ -61,22 +63,14 @@ def show(fig, name):
     ("md", """\
 ## 2. The model
 
-We use the checkpoint `captionlens demo` (`make demo`) trains: a Show-Attend-Tell model with a tiny
-CNN, on the shapes data. When it is missing, the same recipe is trained here with the Python API
-(`captionlens.training.train`, a few minutes), or a much smaller one in quick mode."""),
+The reference model shipped with captionlens: a Show-Attend-Tell model with a tiny CNN, trained on
+the shapes data by `python -m captionlens.reference` (the demo's recipe, longer). `make demo` trains
+the same recipe for a shorter time; point `CAPTIONLENS_CHECKPOINT` at its `best.safetensors` (or at
+any other model of the shapes data) to explain that one instead."""),
     ("code", """\
-checkpoint = os.environ.get("CAPTIONLENS_CHECKPOINT") or next(
-    (p for p in (Path(root, "outputs/demo/train/best.safetensors") for root in (".", "..")) if p.is_file()), None)
-n_train, n_val, _ = (0, 0, 0) if checkpoint else DEMO_SIZES["quick" if QUICK else "full"]
-# The generator seeds every image by (split, index): these test scenes are the demo's held-out ones.
-data = generate_shapes(OUT / "shapes", n_train=n_train, n_val=n_val, n_test=N_TEST, image_size=96)
-if checkpoint is None:
-    print("no demo checkpoint (run `make demo` first to skip this): training one here")
-    config = demo_config(data, OUT / "model", quick=QUICK)
-    if QUICK:  # seconds, not minutes: a model that only exercises the code
-        config = dataclasses.replace(config, embed_size=16, hidden_size=32, attention_dim=16, image_size=48,
-                                     val_limit=4, max_length=8, progress=False)
-    checkpoint = train(config).best_checkpoint
+checkpoint = os.environ.get("CAPTIONLENS_CHECKPOINT") or REFERENCE_CHECKPOINT
+# The scenes are seeded by (split, index): these are the reference model's held-out ones.
+data = reference_data(OUT / "shapes")
 ckpt = captionlens.load(checkpoint)
 model, vocab = ckpt.model, ckpt.vocab
 print(f"{checkpoint}: {type(model).__name__}, {len(vocab)} words, epoch {ckpt.epoch}, metrics {ckpt.metrics}")"""),
@@ -136,30 +130,23 @@ Rows are words, columns methods. Where the methods agree, the evidence is strong
 disagrees (say Grad-CAM on the object, LIME on the background), look closer before trusting either."""),
     ("code", "show(method_comparison(expl), \"method-comparison\")"),
     ("md", """\
-## 8. Do the maps point at the right object? The pointing game
+## 8. Can these maps be trusted? The evaluation
 
-For every word that names an object in the image (the shapes data knows which object, and its exact
-box), a map *hits* when its peak lies inside that object's box. A random point hits with probability
-box area / image area: that is the baseline a method must beat. The numbers below are computed from
-the held-out images, so they change with the model."""),
+`evaluate_explanations` (the `captionlens evaluate-explanations` command) explains the model's own
+captions of held-out images and measures, per method: whether the map points at the object a word
+names (pointing game, mass inside the object, rank accuracy, mask AUC, against a random and a
+centre-bias map), whether hiding what it points at changes the word (deletion and insertion curves,
+word disappearance, against random orders), whether it survives randomising the model's weights
+(the sanity check), per word class, and which generated words no object supports. Every rate comes
+with a 95% bootstrap interval over words."""),
     ("code", """\
-methods = [m for m in all_methods if m != "lime"]  # LIME over every image would take minutes
-explanations = captionlens.explain_batch(model, test_images, methods=methods, settings=SETTINGS, **DECODE)
-boxes = [word_boxes(grounding, p.name, e.tokens) for p, e in zip(test_images, explanations)]
-scores = pointing_game(explanations, boxes)
-grounded = max((s.total for s in scores.values()), default=0)
-if grounded == 0:
-    print(f"none of the {len(test_images)} captions names an object unambiguously: nothing to score")
-else:
-    print(f"{'method':<10} {'hits':>9} {'rate':>6} {'random':>7}")
-    for name, s in scores.items():
-        print(f"{name:<10} {s.hits:>4}/{s.total:<4} {s.rate:>6.0%} {s.baseline_rate:>7.0%}")
-    best = max(scores, key=lambda name: scores[name].rate)
-    s = scores[best]
-    print(f"\\n{grounded} words in {len(test_images)} captions name an object. {best} points at it most often: "
-          f"{s.rate:.0%} of the time, {s.rate / s.baseline_rate:.1f}x a random point ({s.baseline_rate:.0%}).")
-    below = [name for name, r in scores.items() if r.rate <= r.baseline_rate]
-    print("no better than a random point:", ", ".join(below) if below else "none")"""),
+config = EvaluationConfig(limit=4 if QUICK else 40, faithfulness_images=2 if QUICK else 16,
+                          sanity_images=1 if QUICK else 4, settings=SETTINGS, **DECODE)
+evaluation = evaluate_explanations(model, data, config=config)
+files = save_evaluation(evaluation, OUT / "evaluation")
+print(markdown(evaluation.summary))
+display(Image(filename=str(files["curves"])))
+display(Image(filename=str(files["sanity"])))"""),
     ("md", """\
 ## 9. Keyword focus: one word across many images
 
@@ -185,6 +172,17 @@ summary = export_explanations(model, test_images[:N_SHOW], OUT / "export", metho
                               settings=SETTINGS, progress=False, **DECODE)
 print(f"{len(summary.done)} done, {len(summary.failed)} failed, {summary.seconds:.1f} s")
 print("open", summary.index_html.resolve())"""),
+    ("md", """\
+## 11. The seed notebook's key insights, computed
+
+The seed notebook ended with fixed sentences ("nouns: the model focuses on specific objects",
+"attention shifts as the caption progresses", "can miss small objects", "attends to background when
+uncertain", "strong spatial correspondence"). Here each claim is a sentence made from the numbers the
+evaluation measured for *this* model, so it can come out false (`captionlens insights evaluation.json`
+prints the same)."""),
+    ("code", """\
+for item in insights(evaluation.summary):
+    print(f"- {item['claim']}:\\n  {item['finding']}")"""),
 ]
 
 

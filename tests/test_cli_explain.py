@@ -111,3 +111,24 @@ def test_quick_demo_ends_with_a_report_and_writes_docs_figures(tmp_path: Path, m
     for name in ("demo-word-grid.png", "demo-method-comparison.png"):
         with Image.open(tmp_path / "docs" / "images" / name) as png:
             assert png.mode == "P"  # 256-colour palette: small enough to commit
+
+
+def test_suspect_rule_marks_words_in_the_explanation_and_the_report(tmp_path: Path, checkpoint: Path) -> None:
+    image = write_images(tmp_path / "in", ["a.png"])[0]
+    rule = tmp_path / "evaluation.json"                      # as `evaluate-explanations` writes it
+    rule.write_text(json.dumps({"hallucination": {"rule": {"statistic": "log_prob", "direction": "below",
+                                                           "threshold": -2.0, "method": None}}}))
+    result = run("explain", image, "--checkpoint", checkpoint, "--output-dir", tmp_path / "out",
+                 "--suspect-rule", rule, *FAST)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "out" / "a" / "explanation.json").read_text())
+    flags = [word["suspect"] for word in saved["suspect"]]
+    assert flags == [lp <= -2.0 for lp in saved["log_probs"]]            # the rule, applied to each word
+    assert saved["suspect_rule"]["threshold"] == -2.0
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert '"suspect_rule":"log_prob below -2"' in page
+    none = tmp_path / "none.json"
+    none.write_text(json.dumps({"hallucination": {"rule": None}}))
+    refused = run("explain", image, "--checkpoint", checkpoint, "--output-dir", tmp_path / "out2",
+                  "--suspect-rule", none, *FAST)
+    assert refused.exit_code == 2 and "chose no suspect rule" in refused.stderr

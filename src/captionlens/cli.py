@@ -21,6 +21,7 @@ from captionlens.data.datasets import FORMATS
 from captionlens.data.images import INTERPOLATIONS, ImageLoadError, Preprocessing
 from captionlens.evaluate.caption_metrics import METRICS
 from captionlens.explain.registry import METHODS, ordered_methods
+from captionlens.explain.statistics import SuspectRule
 from captionlens.models.checkpoints import CheckpointError
 from captionlens.models.encoders import TRUNKS, PretrainedWeightsMissing
 from captionlens.training import TrainConfig, pick_device
@@ -209,8 +210,11 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete.")
 @click.option("--lime-samples", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Perturbed images per LIME run.")
+@click.option("--suspect-rule", type=click.Path(path_type=Path), default=None,
+              help="evaluation.json of `captionlens evaluate-explanations`: flag suspect words by its rule.")
 def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
-            output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int) -> None:
+            output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int,
+            suspect_rule: Path | None) -> None:
     """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
     explanation files, index.html and summary.json in --output-dir. Unreadable images are reported and
     skipped (exit 1)."""
@@ -219,9 +223,11 @@ def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: 
 
     names = comma_list(methods)
     settings = {"lime": {"num_samples": lime_samples}} if "lime" in names else {}
+    rule = SuspectRule.load(suspect_rule) if suspect_rule else None
     ckpt = load_checkpoint(checkpoint, pick_device(device))
     summary = export_explanations(ckpt.model, expand_images(images), output_dir, names, beam_size=beam_size,
-                                  max_length=max_length, batch_size=batch_size, resume=resume, settings=settings)
+                                  max_length=max_length, batch_size=batch_size, resume=resume, settings=settings,
+                                  suspect_rule=rule)
     click.echo(f"{len(summary.done)} explained, {len(summary.skipped)} already done, {len(summary.failed)} failed "
                f"in {summary.seconds:.1f} s; summary: {output_dir / 'summary.json'}")
     if summary.index_html:
@@ -254,6 +260,66 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
     click.echo(f"wrote {save_focus(result, output_dir)}")
     if result.failed:
         sys.exit(1)
+
+
+@main.command("evaluate-explanations")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="A shapes folder or a Flickr30k Entities folder (referents known).")
+@click.option("--format", "format_", type=click.Choice(["shapes", "flickr30k-entities"]), default=None,
+              help="Guessed when left out.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--limit", type=POSITIVE, default=40, show_default=True, help="Images explained and localised.")
+@click.option("--faithfulness-images", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Of those, how many get deletion/insertion curves and word disappearance.")
+@click.option("--sanity-images", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--methods", default=None, help=methods_help() + " Default: every one the model can run.")
+@click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write evaluation.json / .md, figures and index.html (the explained images + this evaluation).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as one JSON object.")
+def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, split: str, limit: int,
+                          faithfulness_images: int, sanity_images: int, methods: str | None, beam_size: int,
+                          out_dir: Path | None, device: str, as_json: bool) -> None:
+    """Can the maps be trusted? Localisation against known referents, faithfulness, sanity checks, per word
+    class, hallucinated words; every rate with a bootstrap interval and a baseline."""
+    from captionlens.evaluate.explanations import EvaluationConfig
+    from captionlens.evaluate.explanations import evaluate_explanations as run
+    from captionlens.models.checkpoints import load_checkpoint
+    from captionlens.viz.evaluation import markdown, save_evaluation
+
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    config = EvaluationConfig(methods=comma_list(methods) if methods else None, split=split, limit=limit,
+                              beam_size=beam_size, faithfulness_images=faithfulness_images,
+                              sanity_images=sanity_images)
+    say = None if as_json else (lambda message: click.echo(message, err=True))
+    evaluation = run(ckpt.model, data, format_, config, progress=say)
+    if as_json:
+        print_json(evaluation.summary)
+    else:
+        click.echo(markdown(evaluation.summary))
+    if out_dir is not None:
+        files = save_evaluation(evaluation, out_dir)
+        click.echo(f"wrote {', '.join(str(p) for p in files.values())}", err=as_json)
+
+
+@main.command()
+@click.argument("evaluation", type=click.Path(path_type=Path))
+def insights(evaluation: Path) -> None:
+    """The seed notebook's key insights, computed: one sentence per claim from an evaluation.json."""
+    from captionlens.evaluate.insights import insights as compute
+
+    try:
+        summary = json.loads(evaluation.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"evaluation not found: {evaluation}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{evaluation}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(summary, dict) or "methods" not in summary:
+        raise ValueError(f"{evaluation}: not an explanation evaluation (no 'methods')")
+    for item in compute(summary):
+        click.echo(f"- {item['claim']}: {item['finding']}")
 
 
 @main.group()

@@ -16,6 +16,7 @@ input or an earlier run's image has it), and an image keeps the folder an earlie
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, load_image
 from captionlens.explain import api
 from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.explain.statistics import SuspectRule
 from captionlens.models.protocol import Captioner
 from captionlens.viz.figures import method_comparison, save_figure, triptych, word_grid
 from captionlens.viz.overlay import resize_map
@@ -76,7 +78,7 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
                         methods: Sequence[str] = ("gradcam",), beam_size: int = 3, batch_size: int = 8,
                         resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
                         figures: Sequence[str] = ("grid", "comparison"), progress: bool = True,
-                        max_length: int = 20) -> ExportSummary:
+                        max_length: int = 20, suspect_rule: SuspectRule | None = None) -> ExportSummary:
     """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
 
     Images are explained `batch_size` at a time; an unreadable image or one whose explanation fails is
@@ -85,8 +87,9 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
     """
     methods = list(dict.fromkeys(methods))
     _check_arguments(image_paths, methods, figures, batch_size)
-    api.check_explain_arguments(model, methods, beam_size, max_length, "log_prob", None, settings)
-    options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {}}
+    api.check_explain_arguments(model, methods, beam_size, max_length, "log_prob", None, settings, suspect_rule)
+    options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {},
+               "suspect_rule": suspect_rule}
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,8 +300,7 @@ def _report_view(expl: CaptionExplanation) -> CaptionExplanation:
     scale = min(1.0, REPORT_HEAT_SIZE / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     methods = {name: MethodMaps(maps=_shrink(m.maps, size), raw=m.raw) for name, m in expl.methods.items()}
-    return CaptionExplanation(image=expl.image, tokens=expl.tokens, token_ids=expl.token_ids, log_probs=expl.log_probs,
-                              methods=methods, source=expl.source, decoding=expl.decoding, image_path=expl.image_path)
+    return dataclasses.replace(expl, methods=methods)
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -320,6 +322,7 @@ def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str
     data = {
         "format_version": 1, "methods": methods, "settings": options["settings"],
         "decoding": {"beam_size": options["beam_size"], "max_length": options["max_length"]},
+        "suspect_rule": options["suspect_rule"].describe() if options["suspect_rule"] else None,
         "figures": list(figures), "images": len(summary.done) + len(summary.skipped) + len(summary.failed),
         "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(summary.seconds, 3)},

@@ -1,6 +1,16 @@
 """Captions, images and vocabularies: every dataset layout loaded into one `CaptionDataset`."""
 from captionlens.data.datasets import FORMATS, CaptionTrainingSet, detect_format, load_dataset
 from captionlens.data.flickr import hash_split, load_flickr8k, load_kaggle_flickr8k
+from captionlens.data.flickr30k_entities import (
+    EntityCounts,
+    Grounded,
+    ImageEntities,
+    Phrase,
+    entity_counts,
+    load_entities,
+    load_flickr30k_entities,
+    word_grounding,
+)
 from captionlens.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,4 +29,6 @@ __all__ = [
     "ImageLoadError", "Preprocessing", "Vocabulary", "detect_format", "generate_shapes", "hash_split",
     "load_dataset", "load_flickr8k", "load_grounding", "load_image", "load_image_tensor", "load_kaggle_flickr8k",
     "load_karpathy", "load_mask", "tokenize", "word_boxes", "word_refs",
+    "EntityCounts", "Grounded", "ImageEntities", "Phrase", "entity_counts", "load_entities",
+    "load_flickr30k_entities", "word_grounding",
 ]

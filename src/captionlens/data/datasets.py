@@ -12,13 +12,14 @@ import torch
 from torch.utils.data import Dataset
 
 from captionlens.data.flickr import load_flickr8k, load_kaggle_flickr8k
+from captionlens.data.flickr30k_entities import ANNOTATIONS, SENTENCES, load_flickr30k_entities
 from captionlens.data.images import Preprocessing, load_image
 from captionlens.data.karpathy import find_karpathy_json, load_karpathy
 from captionlens.data.records import CaptionDataset
 from captionlens.data.shapes import SHAPES_JSON
 from captionlens.data.vocabulary import Vocabulary
 
-FORMATS = ("kaggle", "flickr", "karpathy", "shapes")
+FORMATS = ("kaggle", "flickr", "karpathy", "shapes", "flickr30k-entities")
 
 
 def load_dataset(path: str | os.PathLike, format: str | None = None,
@@ -37,12 +38,16 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
         return load_karpathy(path if path.is_file() else find_karpathy_json(path), image_root)
     if format == "shapes":
         return load_karpathy(path if path.is_file() else path / SHAPES_JSON, image_root)
+    if format == "flickr30k-entities":
+        return load_flickr30k_entities(root, image_root)
     raise ValueError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
 
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of a dataset file or folder: captions.txt -> "kaggle", Flickr8k.token.txt ->
-    "flickr", a .json file or a folder with dataset_*.json (shapes included) -> "karpathy"."""
+    "flickr", a folder of synthetic shapes (dataset_shapes.json) -> "shapes", another .json file or
+    a folder with dataset_*.json -> "karpathy", a folder with Sentences/ and Annotations/ (and no
+    dataset_*.json) -> "flickr30k-entities"."""
     path = Path(path)
     if path.is_file():
         if path.suffix == ".json":
@@ -55,10 +60,15 @@ def detect_format(path: str | os.PathLike) -> str:
         return "kaggle"
     elif (path / "Flickr8k.token.txt").is_file():
         return "flickr"
+    elif (path / SHAPES_JSON).is_file():
+        return "shapes"
     elif any(path.glob("dataset_*.json")):
         return "karpathy"
+    elif (path / SENTENCES).is_dir() and (path / ANNOTATIONS).is_dir():
+        return "flickr30k-entities"
     raise ValueError(f"{path}: cannot tell the dataset format (expected captions.txt, "
-                     "Flickr8k.token.txt, a .json file or dataset_*.json); pass format=")
+                     "Flickr8k.token.txt, a .json file, dataset_*.json or Sentences/ and Annotations/); "
+                     "pass format=")
 
 
 class CaptionTrainingSet(Dataset):

@@ -17,6 +17,7 @@ from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import METHODS, MethodSettings, resolve_settings
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.scoring import Score, caption_tensor, check_score, scores_from_features
+from captionlens.explain.statistics import SuspectRule
 from captionlens.explain.target import TargetLayer
 from captionlens.models.decoding import check_decoding, decode_features
 from captionlens.models.protocol import Captioner, eval_mode, model_device, require_vocab
@@ -51,23 +52,28 @@ def _given_caption_ids(caption: str, vocab: Vocabulary) -> list[int]:
 def explain(model: Captioner, image: ImageLike, methods: Sequence[str] = ("gradcam",),
             caption: str | None = None, vocab: Vocabulary | None = None, beam_size: int = 3,
             max_length: int = 20, score: Score = "log_prob", target_layer: str | int | None = None,
-            settings: Settings | None = None) -> CaptionExplanation:
+            settings: Settings | None = None, suspect_rule: SuspectRule | None = None) -> CaptionExplanation:
     """Explain every word of one caption of one image with each of `methods`.
 
     With `caption=None` the explained caption is the one the model produces with these decoding
     settings (beam search when beam_size > 1); with a string, that caption is teacher-forced.
     `settings` maps a method name to its options, e.g. {"lime": {"num_samples": 500}}; every name and
     value is checked before the image is touched. The image is prepared by the model's own preprocessing.
+    With a `suspect_rule` (chosen by `captionlens evaluate-explanations`), each word is flagged or not
+    in `CaptionExplanation.suspect`.
     """
     return explain_batch(model, [image], methods, None if caption is None else [caption], vocab, beam_size,
-                         max_length, score, target_layer, settings)[0]
+                         max_length, score, target_layer, settings, suspect_rule)[0]
 
 
 def check_explain_arguments(model: Captioner, methods: Sequence[str], beam_size: int, max_length: int,
-                            score: str, target_layer: str | int | None,
-                            settings: Settings | None) -> dict[str, MethodSettings]:
+                            score: str, target_layer: str | int | None, settings: Settings | None,
+                            suspect_rule: SuspectRule | None = None) -> dict[str, MethodSettings]:
     """Every usage error of an explanation run, raised before any image is read; the checked settings."""
     check_decoding(beam_size, max_length)
+    if suspect_rule is not None and suspect_rule.method is not None and suspect_rule.method not in methods:
+        raise ValueError(f"the suspect rule ({suspect_rule.describe()}) reads {suspect_rule.method}'s maps: "
+                         f"add {suspect_rule.method} to the methods")
     check_score(score)
     TargetLayer(model, target_layer)
     return resolve_settings(model, methods, settings)
@@ -76,12 +82,14 @@ def check_explain_arguments(model: Captioner, methods: Sequence[str], beam_size:
 def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequence[str] = ("gradcam",),
                   captions: Sequence[str] | None = None, vocab: Vocabulary | None = None, beam_size: int = 3,
                   max_length: int = 20, score: Score = "log_prob", target_layer: str | int | None = None,
-                  settings: Settings | None = None) -> list[CaptionExplanation]:
+                  settings: Settings | None = None, suspect_rule: SuspectRule | None = None
+                  ) -> list[CaptionExplanation]:
     """`explain` for many images: the encoder runs once per image (its target-layer activations are
     reused by decoding, scoring and the gradient methods), captions are decoded in one batch, then
     each method runs per image."""
     methods = list(dict.fromkeys(methods))
-    checked = check_explain_arguments(model, methods, beam_size, max_length, score, target_layer, settings)
+    checked = check_explain_arguments(model, methods, beam_size, max_length, score, target_layer, settings,
+                                      suspect_rule)
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"{len(captions)} captions given for {len(images)} images")
     vocab = require_vocab(model, vocab)
@@ -109,7 +117,10 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
         for i, ((pil, path), ids, log_probs) in enumerate(zip(loaded, id_lists, log_prob_lists)):
             ctx = ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1],
                                  caption_tensor(ids, vocab, device), list(ids), target, activations[i:i + 1], score)
-            results.append(_explain_one(ctx, np.asarray(log_probs, np.float32), checked, decoding, path))
+            result = _explain_one(ctx, np.asarray(log_probs, np.float32), checked, decoding, path)
+            if suspect_rule is not None and result.tokens:
+                result.suspect, result.suspect_rule = suspect_rule.flags(result), suspect_rule.to_dict()
+            results.append(result)
         return results
 
 

@@ -43,6 +43,8 @@ class CaptionExplanation:
     source: str = "generated"         # "generated" (the model's own caption) or "given" (teacher-forced)
     decoding: dict[str, Any] = field(default_factory=dict)
     image_path: str | None = None
+    suspect: list[dict[str, Any]] | None = None      # per word {"suspect", "value"} under `suspect_rule`
+    suspect_rule: dict[str, Any] | None = None       # the `explain.statistics.SuspectRule` that set them
 
     @property
     def caption(self) -> str:
@@ -63,7 +65,8 @@ class CaptionExplanation:
         meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "caption": self.caption,
                                 "tokens": self.tokens, "source": self.source, "decoding": self.decoding,
                                 "image_path": self.image_path,
-                                "log_probs": [float(x) for x in self.log_probs], "methods": {}}
+                                "log_probs": [float(x) for x in self.log_probs], "methods": {},
+                                "suspect": self.suspect, "suspect_rule": self.suspect_rule}
         for name, result in self.methods.items():
             arrays[f"{name}/maps"] = result.maps.astype(np.float32)
             arrays[f"{name}/raw"] = result.raw.astype(np.float32)
@@ -98,7 +101,8 @@ class CaptionExplanation:
             return cls(image=arrays["image"], tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
                        methods=methods, source=meta["source"], decoding=meta["decoding"],
-                       image_path=meta.get("image_path"))
+                       image_path=meta.get("image_path"), suspect=meta.get("suspect"),
+                       suspect_rule=meta.get("suspect_rule"))
 
 
 def _jsonable(value: Any) -> Any:

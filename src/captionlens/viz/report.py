@@ -35,6 +35,7 @@ from PIL import Image
 
 from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
+from captionlens.explain.statistics import SuspectRule
 from captionlens.viz.overlay import (
     DEFAULT_CMAP,
     SIGNED_CMAP,
@@ -48,14 +49,15 @@ from captionlens.viz.overlay import (
 ASSETS = "assets"
 
 
-def write_report(explanations: Sequence[CaptionExplanation], out_dir: str | Path,
+def write_report(explanations: Sequence[CaptionExplanation], out_dir: str | os.PathLike[str],
                  image_names: Sequence[str] | None = None, title: str = "captionlens: what the captioner looked at",
-                 heat_size: int = 64, thumb_size: int = 200, max_image_size: int = 800) -> Path:
+                 heat_size: int = 64, thumb_size: int = 200, max_image_size: int = 800, appendix: str = "") -> Path:
     """Write the report into `out_dir` and return the path of its index.html.
 
     Everything is first written into a temporary folder inside `out_dir`, then moved into place with
     renames (index.html last), so an interrupted run never leaves a half-written page; an earlier
-    report's `assets/` in `out_dir` is replaced.
+    report's `assets/` in `out_dir` is replaced. `appendix` is HTML placed after the gallery (the
+    explanation evaluation's section, `viz.evaluation.html_section`).
     """
     explanations = list(explanations)
     if not explanations:
@@ -73,7 +75,7 @@ def write_report(explanations: Sequence[CaptionExplanation], out_dir: str | Path
     try:
         written = [_write_entry(i, expl, name, stem, build / ASSETS / stem, sizes)
                    for i, (expl, name, stem) in enumerate(zip(explanations, names, _unique_stems(names)))]
-        (build / "index.html").write_text(_page(title, written), encoding="utf-8")
+        (build / "index.html").write_text(_page(title, written, appendix), encoding="utf-8")
         if (out_dir / ASSETS).exists():
             os.rename(out_dir / ASSETS, build / "previous-assets")
         os.rename(build / ASSETS, out_dir / ASSETS)
@@ -131,7 +133,8 @@ def _write_entry(index: int, expl: CaptionExplanation, name: str, stem: str, fol
         sprites[method] = _sprite(maps, method in signed, heat_hw)
     (folder / "heat.js").write_text(f"captionlensHeat({json.dumps(stem)}, {json.dumps(sprites)});\n",
                                     encoding="utf-8")
-    entry = {"name": name, "stem": stem, "tokens": list(expl.tokens),
+    entry = {"name": name, "stem": stem, "tokens": list(expl.tokens), "suspect": expl.suspect,
+             "suspect_rule": SuspectRule.from_dict(expl.suspect_rule).describe() if expl.suspect_rule else None,
              "log_probs": [round(float(x), 4) for x in expl.log_probs], "methods": methods, "signed": signed,
              "width": int(image.shape[1]), "height": int(image.shape[0]), "heat_size": [heat_hw[1], heat_hw[0]]}
     thumb_h, thumb_w = _fit(image.shape[:2], sizes.thumb)
@@ -162,7 +165,7 @@ def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _page(title: str, written: list[tuple[dict[str, Any], str]]) -> str:
+def _page(title: str, written: list[tuple[dict[str, Any], str]], appendix: str = "") -> str:
     """Fill the page template; one regex pass, so inserted content is never re-scanned for placeholders."""
     entries = [entry for entry, _ in written]
     static = resources.files("captionlens.viz") / "static"
@@ -175,6 +178,7 @@ def _page(title: str, written: list[tuple[dict[str, Any], str]]) -> str:
         "SUMMARY": html.escape(f"{len(entries)} image{'s' * (len(entries) != 1)} · methods: "
                                f"{', '.join(map(method_label, methods)) or 'none'} · click an image, then a word"),
         "GALLERY": "\n".join(card for _, card in written),
+        "APPENDIX": appendix,
         "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"),
         "CSS": (static / "report.css").read_text(encoding="utf-8"),
         "JS": (static / "report.js").read_text(encoding="utf-8"),

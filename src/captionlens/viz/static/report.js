@@ -147,6 +147,10 @@
       button.dataset.index = String(i);
       button.textContent = token;
       button.title = "log p = " + entry.log_probs[i].toFixed(3);
+      if (entry.suspect && entry.suspect[i].suspect) {
+        button.classList.add("suspect");
+        button.title += " \u00b7 suspect: " + entry.suspect_rule + " (value " + entry.suspect[i].value + ")";
+      }
       button.addEventListener("click", function () { select(i); });
       button.addEventListener("mouseenter", function () { render(i); });
       button.addEventListener("mouseleave", function () { render(state.word); });

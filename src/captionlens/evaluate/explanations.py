@@ -1,0 +1,410 @@
+"""`evaluate_explanations`: can each method's maps be trusted? Measured on a dataset whose referents are
+known (the synthetic shapes; Flickr30k Entities), for the model's own captions.
+
+Per method, each with baselines, every rate with a bootstrap interval over words:
+  localisation (words that name an annotated object): pointing game, relevance mass, relevance rank,
+      ROC AUC of map against mask; baselines: a map of i.i.d. random values (exact expectations) and a
+      centre-bias map; the mean offset of the map's peak from the referent's centre, in box sizes;
+  faithfulness (every word): deletion / insertion AUC of the word's log-prob, most salient first
+      against a random order, and the word-disappearance rate against hiding random cells
+      (`evaluate.faithfulness`);
+  sanity: cascading model-parameter randomisation with a verdict (`evaluate.sanity`);
+  per word class: shape nouns, colour and size adjectives, function words, other (shapes), or
+      annotated nouns, function words, other (Flickr30k Entities, also per phrase type);
+  hallucination (shapes): which generated words no object supports, and how well explanation
+      statistics separate them (`evaluate.hallucination`);
+  insights: the seed notebook's claims as sentences made from these numbers (`evaluate.insights`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+
+from captionlens.data.datasets import detect_format, load_dataset
+from captionlens.data.flickr30k_entities import entity_counts, load_entities, word_grounding
+from captionlens.data.records import CaptionRecord
+from captionlens.data.shapes import load_grounding, load_mask
+from captionlens.evaluate.faithfulness import (
+    cell_ranks,
+    maps_at_input,
+    perturbation_curves,
+    random_ranks,
+    salience_ranks,
+    word_disappearance,
+)
+from captionlens.evaluate.hallucination import hallucination_report
+from captionlens.evaluate.insights import insights
+from captionlens.evaluate.localisation import centre_map, localisation_scores, random_map_expectation
+from captionlens.evaluate.sanity import sanity_check
+from captionlens.evaluate.stats import rate_with_interval
+from captionlens.evaluate.words import WordTruth, function_or_other, shapes_truths
+from captionlens.explain.api import explain_batch
+from captionlens.explain.registry import METHODS, ordered_methods
+from captionlens.explain.result import CaptionExplanation
+from captionlens.explain.statistics import word_statistics
+from captionlens.models.protocol import Captioner, model_device
+
+EVALUATION_FORMATS = ("shapes", "flickr30k-entities")
+LOCALISATION = ("pointing_game", "relevance_mass", "relevance_rank", "mask_auc")
+_LOCALISATION_KEYS = {"pointing": "pointing_game", "mass": "relevance_mass", "rank": "relevance_rank",
+                      "auc": "mask_auc"}   # `localisation_scores`' names -> the result's
+LIME_SAMPLES = 300  # the evaluation's LIME and occlusion cost (recorded in the result; `settings` overrides)
+
+
+@dataclass
+class EvaluationConfig:
+    """What `evaluate_explanations` measures, on how much data, at what cost."""
+
+    methods: Sequence[str] | None = None    # None: every registered method the model can run
+    split: str = "test"
+    limit: int | None = 40                  # images explained and localised
+    beam_size: int = 3
+    max_length: int = 20
+    faithfulness_images: int | None = 16    # of those, the first N get deletion / insertion / disappearance
+    steps: int = 8                          # deletion / insertion points after the first
+    grid: int = 8                           # word disappearance: cells per side ...
+    cells: int = 6                          # ... and how many are hidden
+    sanity_images: int = 4
+    batch_size: int = 16                    # images explained together
+    seed: int = 0
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def method_settings(self, input_size: int) -> dict[str, dict[str, Any]]:
+        """`settings` over the evaluation's cost defaults: LIME with `LIME_SAMPLES` samples, occlusion by
+        patches of a quarter of the input at an eighth's stride (49 patches)."""
+        defaults = {"lime": {"num_samples": LIME_SAMPLES},
+                    "occlusion": {"window": max(1, input_size // 4), "stride": max(1, input_size // 8)}}
+        return {name: {**defaults.get(name, {}), **self.settings.get(name, {})}
+                for name in {*defaults, *self.settings}}
+
+
+@dataclass
+class _Word:
+    image: int
+    position: int
+    token: str
+    truth: WordTruth
+
+
+Truths = Callable[[CaptionRecord, list[str]], tuple[list[WordTruth], np.ndarray]]
+
+
+@dataclass
+class ExplanationEvaluation:
+    """`summary`: the JSON-ready result (keys in the README); `explanations`: the explained captions
+    (`viz.evaluation.save_evaluation` writes both: files, figures and the report)."""
+
+    summary: dict[str, Any]
+    explanations: list[CaptionExplanation]
+
+
+def evaluate_explanations(model: Captioner, data: str | os.PathLike, format: str | None = None,
+                          config: EvaluationConfig | None = None,
+                          progress: Callable[[str], None] | None = None) -> ExplanationEvaluation:
+    """Every measurement of the module doc on `config.split` of the dataset at `data`."""
+    config = config or EvaluationConfig()
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    format = format or detect_format(data)
+    if format not in EVALUATION_FORMATS:
+        raise ValueError(f"explanations are evaluated on data with known referents "
+                         f"({', '.join(EVALUATION_FORMATS)}); {data} is {format!r}")
+    methods = _methods(model, config.methods)
+    say = progress or (lambda message: None)
+    start = time.perf_counter()
+    records = load_dataset(data, format).split(config.split).records[:config.limit]
+    if not records:
+        raise ValueError(f"{data}: the {config.split!r} split has no images")
+    truth_of = _truth_source(data, format)
+    settings = config.method_settings(model.preprocessing.image_size)
+    explanations: list[CaptionExplanation] = []
+    objects: list[np.ndarray] = []          # per image: the pixels of every annotated object
+    words: list[_Word] = []
+    for batch in _chunks(records, config.batch_size):
+        say(f"explaining images {len(explanations) + 1}-{len(explanations) + len(batch)} of {len(records)}")
+        for record, expl in zip(batch, explain_batch(model, [r.image_path for r in batch], methods,
+                                                      beam_size=config.beam_size, max_length=config.max_length,
+                                                      settings=settings)):
+            truths, on_objects = truth_of(record, expl.tokens)
+            words += [_Word(len(explanations), t, token, truth) for t, (token, truth) in
+                      enumerate(zip(expl.tokens, truths))]
+            explanations.append(expl)
+            objects.append(on_objects)
+    say(f"scoring {len(words)} words")
+    measures = _localisation(explanations, words, methods)
+    measures.update(_faithfulness(model, explanations, methods, config))
+    measures.update(_statistics(explanations, objects, words, methods))
+    measures.update(_word_groups(words))
+    shown = [(r, e) for r, e in zip(records, explanations) if e.tokens][:config.sanity_images]
+    say(f"sanity check on {len(shown)} images")
+    sanity = sanity_check(model, [r.image_path for r, _ in shown], [e.caption for _, e in shown], methods,
+                          settings, config.seed, trained=[e for _, e in shown])
+    result: dict[str, Any] = {
+        "dataset": _dataset_summary(data, format, config.split, records, words),
+        "settings": {**asdict(config), "methods": methods, "settings": settings},
+        "methods": {m: _method_summary(m, words, measures, sanity[m], config.seed) for m in methods},
+        "curves": _mean_curves(measures, config.steps),
+    }
+    if format == "shapes":
+        result["hallucination"] = hallucination_report(
+            [w.truth.supported for w in words], [w.truth.word_class for w in words], [w.image for w in words],
+            measures["stats"], measures["log_prob"], config.seed)
+    result["insights"] = insights(result)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return ExplanationEvaluation(_finite(result), explanations)
+
+
+def _finite(value: Any) -> Any:
+    """The result with NaN (no words to measure) as None, numpy scalars as Python numbers: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _methods(model: Captioner, methods: Sequence[str] | None) -> list[str]:
+    if methods is None:
+        return [m for m in ordered_methods(METHODS) if model.has_attention or not METHODS[m].needs_attention]
+    return list(dict.fromkeys(methods))
+
+
+def _chunks(items: Sequence[CaptionRecord], size: int) -> Iterator[Sequence[CaptionRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _truth_source(data: Path, format: str) -> Truths:
+    """record, tokens -> (what is known of each token (see `evaluate.words`), the pixels of all objects)."""
+    if format == "shapes":
+        grounding = load_grounding(data)
+
+        def shapes(record: CaptionRecord, tokens: list[str]) -> tuple[list[WordTruth], np.ndarray]:
+            labels = load_mask(data, record.image_path.name)
+            return shapes_truths(grounding, labels, record.image_path.name, tokens), labels > 0
+        return shapes
+
+    def entities(record: CaptionRecord, tokens: list[str]) -> tuple[list[WordTruth], np.ndarray]:
+        image_entities = load_entities(data, record.image_id)
+        out = []
+        for token, grounded in zip(tokens, word_grounding(image_entities, tokens)):
+            if grounded is None:
+                out.append(WordTruth(function_or_other(token)))
+            else:
+                box = tuple(float(v) for v in grounded.bbox)
+                out.append(WordTruth("annotated noun", image_entities.mask(grounded.chains), box,  # type: ignore[arg-type]
+                                     None, tuple(grounded.types)))
+        return out, image_entities.mask(list(image_entities.boxes))
+    return entities
+
+
+def _localisation(explanations: Sequence[CaptionExplanation], words: Sequence[_Word],
+                  methods: Sequence[str]) -> dict[str, Any]:
+    """Per method and localisation metric, a value per word (nan where the word has no referent); the
+    random and centre baselines; peak offsets from the referent's centre in box widths / heights."""
+    n = len(words)
+    values = {m: {k: np.full(n, np.nan) for k in (*LOCALISATION, "offset_x", "offset_y")} for m in methods}
+    baselines = {f"{k}_{b}": np.full(n, np.nan) for k in LOCALISATION for b in ("random", "centre")}
+    by_image: dict[int, list[int]] = {}
+    for i, word in enumerate(words):
+        if word.truth.mask is not None:
+            by_image.setdefault(word.image, []).append(i)
+    for image, rows in by_image.items():
+        expl = explanations[image]
+        masks = np.stack([words[i].truth.mask for i in rows])  # type: ignore[misc]
+        positions = [words[i].position for i in rows]
+        centre = np.repeat(centre_map(*masks.shape[1:])[None], len(rows), 0)
+        for key, scores in localisation_scores(centre, masks).items():
+            baselines[f"{_LOCALISATION_KEYS[key]}_centre"][rows] = scores
+        for row, mask in zip(rows, masks):
+            for key, value in random_map_expectation(mask).items():
+                baselines[f"{_LOCALISATION_KEYS[key]}_random"][row] = value
+        for m in methods:
+            maps = expl[m].maps[positions]
+            for key, scores in localisation_scores(maps, masks).items():
+                values[m][_LOCALISATION_KEYS[key]][rows] = scores
+            for row, heat in zip(rows, maps):
+                box = words[row].truth.box
+                assert box is not None
+                r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                values[m]["offset_x"][row] = (c + 0.5 - (box[0] + box[2]) / 2) / (box[2] - box[0])
+                values[m]["offset_y"][row] = (r + 0.5 - (box[1] + box[3]) / 2) / (box[3] - box[1])
+    return {"localisation": values, "baselines": baselines}
+
+
+def _faithfulness(model: Captioner, explanations: Sequence[CaptionExplanation], methods: Sequence[str],
+                  config: EvaluationConfig) -> dict[str, Any]:
+    """Per word (nan for the images past `config.faithfulness_images`), for each method and for the random
+    baselines: deletion / insertion areas and curves, and whether the word disappeared."""
+    generator = torch.Generator().manual_seed(config.seed)
+    device = model_device(model)
+    keys = (*methods, "random")
+    n, points = sum(len(e.tokens) for e in explanations), config.steps + 1
+    out: dict[str, Any] = {name: {k: np.full(n, np.nan) for k in keys}
+                           for name in ("deletion_auc", "insertion_auc", "disappeared")}
+    out["curves"] = {kind: {k: np.full((n, points), np.nan) for k in keys} for kind in ("deletion", "insertion")}
+    start = 0
+    for index, expl in enumerate(explanations):
+        rows = slice(start, start + len(expl.tokens))
+        start += len(expl.tokens)
+        if not expl.tokens or (config.faithfulness_images is not None and index >= config.faithfulness_images):
+            continue
+        image = model.preprocessing.transform(Image.fromarray(expl.image))[None].to(device)
+        size = image.shape[-1]
+        maps = maps_at_input(np.stack([expl[m].maps for m in methods]), size)
+        curves = perturbation_curves(model, image, expl.token_ids, salience_ranks(maps),
+                                     random_ranks(1, size * size, generator), config.steps)
+        gone = word_disappearance(model, image, expl.token_ids, cell_ranks(maps, config.grid),
+                                  random_ranks(1, config.grid * config.grid, generator), config.grid, config.cells,
+                                  config.max_length)
+        for k, key in enumerate(keys):
+            out["deletion_auc"][key][rows] = curves.deletion_auc[k]
+            out["insertion_auc"][key][rows] = curves.insertion_auc[k]
+            out["curves"]["deletion"][key][rows] = curves.deletion[k]
+            out["curves"]["insertion"][key][rows] = curves.insertion[k]
+            out["disappeared"][key][rows] = gone[k]
+    return out
+
+
+def _statistics(explanations: Sequence[CaptionExplanation], objects: Sequence[np.ndarray], words: Sequence[_Word],
+                methods: Sequence[str]) -> dict[str, Any]:
+    """Per method and word: the ground-truth-free statistics (`explain.statistics`), the share of positive
+    mass on any object, and the rank correlation with the previous word's map; each word's log-prob."""
+    stats: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    on_objects: dict[str, list[float]] = {m: [] for m in methods}
+    previous: dict[str, list[float]] = {m: [] for m in methods}
+    for expl, mask in zip(explanations, objects):
+        if not expl.tokens:
+            continue
+        for m in methods:
+            for key, value in word_statistics(expl, m).items():
+                if key != "log_prob":
+                    stats[m].setdefault(key, []).extend(value.tolist())
+            maps = expl[m].maps
+            positive = np.clip(maps, 0, None).reshape(len(maps), -1)
+            total = positive.sum(1)
+            inside = positive[:, mask.ravel()].sum(1)
+            on_objects[m].extend(np.divide(inside, total, out=np.zeros_like(total), where=total > 0).tolist())
+            previous[m].extend([np.nan] + [_rank_correlation(a, b) for a, b in zip(maps[:-1], maps[1:])])
+    log_prob = np.asarray([float(explanations[w.image].log_probs[w.position]) for w in words])
+    return {"stats": {m: {k: np.asarray(v) for k, v in table.items()} for m, table in stats.items()},
+            "log_prob": log_prob, "entropy": {m: np.asarray(stats[m].get("entropy", [])) for m in methods},
+            "object_mass": {m: np.asarray(v) for m, v in on_objects.items()},
+            "previous_similarity": {m: np.asarray(v) for m, v in previous.items()}}
+
+
+def _word_groups(words: Sequence[_Word]) -> dict[str, np.ndarray]:
+    """Per word: 1/0 whether its referent is smaller than the median referent (nan: no referent), and
+    whether it names another object than the caption's previous word with a referent."""
+    areas = np.asarray([w.truth.mask.mean() if w.truth.mask is not None else np.nan for w in words])
+    median = np.nanmedian(areas) if np.isfinite(areas).any() else np.nan
+    small = np.where(np.isnan(areas), np.nan, (areas < median).astype(float))
+    shift = np.zeros(len(words), dtype=bool)
+    last: dict[int, tuple[float, ...]] = {}
+    for i, word in enumerate(words):
+        box = word.truth.box
+        if box is None:
+            continue
+        shift[i] = word.image in last and last[word.image] != box
+        last[word.image] = box
+    return {"small": small, "shift": shift}
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
+
+
+def _summary(values: np.ndarray, seed: int) -> dict[str, Any]:
+    return rate_with_interval(values[~np.isnan(values)], seed=seed)
+
+
+def _method_summary(method: str, words: Sequence[_Word], measures: dict[str, Any], sanity: dict[str, Any],
+                    seed: int, rows: np.ndarray | None = None) -> dict[str, Any]:
+    """The method's rates over `rows` of the words (default all, then also per word class and phrase
+    type), with intervals and word counts."""
+    whole = rows is None
+    rows = np.arange(len(words)) if rows is None else rows
+    series: dict[str, np.ndarray] = {}
+    for key in LOCALISATION:
+        series[key] = measures["localisation"][method][key][rows]
+        for base in ("random", "centre"):
+            series[f"{key}_{base}"] = measures["baselines"][f"{key}_{base}"][rows]
+    series["peak_offset_x"] = measures["localisation"][method]["offset_x"][rows]
+    series["peak_offset_y"] = measures["localisation"][method]["offset_y"][rows]
+    for key, table in (("deletion_auc", "deletion_auc"), ("insertion_auc", "insertion_auc"),
+                       ("disappearance_rate", "disappeared")):
+        series[key] = measures[table][method][rows].astype(float)
+        series[f"{key}_random"] = measures[table]["random"][rows].astype(float)
+    series["entropy"] = measures["entropy"][method][rows]
+    series["object_mass"] = measures["object_mass"][method][rows]
+    series["consecutive_similarity"] = measures["previous_similarity"][method][rows]
+    pointing, small = series["pointing_game"], measures["small"][rows]
+    series["pointing_game_small"] = np.where(small == 1, pointing, np.nan)
+    series["pointing_game_large"] = np.where(small == 0, pointing, np.nan)
+    series["pointing_game_after_shift"] = np.where(measures["shift"][rows], pointing, np.nan)
+    summaries = {k: _summary(v, seed) for k, v in series.items()}
+    out: dict[str, Any] = {k: s["value"] for k, s in summaries.items()}
+    probability = np.exp(measures["log_prob"][rows])
+    out["probability_object_mass_spearman"] = (_rank_correlation(probability, series["object_mass"])
+                                               if len(rows) > 2 else float("nan"))
+    out["intervals"] = {k: [s["low"], s["high"]] for k, s in summaries.items()}
+    out["words"] = {k: s["n"] for k, s in summaries.items()}
+    if sanity:
+        out["sanity"] = sanity
+    if whole:
+        out["by_class"] = {cls: _method_summary(method, words, measures, {}, seed, np.asarray(r))
+                           for cls, r in _group(words, lambda w: [w.truth.word_class]).items()}
+        by_type = _group(words, lambda w: list(w.truth.types))
+        if by_type:
+            out["by_type"] = {kind: _method_summary(method, words, measures, {}, seed, np.asarray(r))
+                              for kind, r in by_type.items()}
+    return out
+
+
+def _group(words: Sequence[_Word], keys: Callable[[_Word], list[str]]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, word in enumerate(words):
+        for key in keys(word):
+            groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _mean_curves(measures: dict[str, Any], steps: int) -> dict[str, Any]:
+    curves = measures["curves"]
+    return {"fraction": [s / steps for s in range(steps + 1)],
+            **{kind: {k: [round(float(x), 4) for x in _nanmean_rows(v, steps + 1)] for k, v in curves[kind].items()}
+               for kind in ("deletion", "insertion")}}
+
+
+def _nanmean_rows(values: np.ndarray, points: int) -> np.ndarray:
+    measured = values[~np.isnan(values).any(1)]
+    return measured.mean(0) if len(measured) else np.full(points, np.nan)
+
+
+def _dataset_summary(data: Path, format: str, split: str, records: Sequence[CaptionRecord],
+                     words: Sequence[_Word]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"path": str(data), "format": format, "split": split, "images": len(records),
+                               "captions": sum(len(r.captions) for r in records), "captions_explained": len(records),
+                               "words_scored": len(words),
+                               "words_grounded": sum(w.truth.mask is not None for w in words)}
+    if format == "flickr30k-entities":  # the split's own counts, whatever --limit took of it
+        counts = entity_counts(data, split)
+        summary.update({"split_images": counts.images, "split_captions": counts.captions, "phrases": counts.phrases,
+                        "phrases_with_boxes": counts.phrases_with_boxes})
+    return summary

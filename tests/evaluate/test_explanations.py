@@ -1,0 +1,162 @@
+"""`evaluate_explanations` end to end: on the shipped reference model and its held-out scenes (numbers
+asserted with margin, localisation recomputed with Quantus on the same maps and masks), on a tiny copy of
+the Flickr30k Entities layout, and from the command line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from captionlens.cli import main
+from captionlens.data.images import Preprocessing
+from captionlens.data.shapes import load_grounding, load_mask, word_refs
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.evaluate import EvaluationConfig, evaluate_explanations
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint
+from captionlens.viz.evaluation import save_evaluation
+
+METHOD_KEYS = ("pointing_game", "pointing_game_random", "relevance_mass", "relevance_mass_random",
+               "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random",
+               "disappearance_rate", "sanity", "by_class")
+
+
+@pytest.fixture(scope="module")
+def reference_evaluation(reference):
+    checkpoint, data = reference
+    model = load_checkpoint(checkpoint).model
+    config = EvaluationConfig(limit=40, faithfulness_images=6, sanity_images=2)
+    return evaluate_explanations(model, data, config=config), data
+
+
+def test_the_json_has_the_documented_keys(reference_evaluation):
+    summary = reference_evaluation[0].summary
+    json.dumps(summary, allow_nan=False)                            # strict JSON: no NaN anywhere
+    assert {"format", "images", "captions", "words_scored"} <= set(summary["dataset"])
+    assert summary["dataset"]["format"] == "shapes" and summary["dataset"]["images"] == 40
+    assert set(summary["methods"]) == {"gradcam", "gradcam++", "attention", "lime", "occlusion"}
+    for method in summary["methods"].values():
+        assert set(METHOD_KEYS) <= set(method)
+        assert {"shape noun", "colour adjective", "size adjective", "function word"} <= set(method["by_class"])
+        assert method["sanity"]["verdict"] in ("pass", "fail") and len(method["sanity"]["layers"]) == 5
+        for key, (low, high) in method["intervals"].items():
+            if method[key] is not None and low is not None:
+                assert low <= method[key] <= high, key
+    assert {"words", "unsupported", "auc", "log_prob_auc", "rule"} <= set(summary["hallucination"])
+    assert len(summary["insights"]) == 5
+
+
+def test_localisation_equals_quantus_on_the_same_maps_and_masks(reference_evaluation):
+    quantus = pytest.importorskip("quantus")
+    evaluation, data = reference_evaluation
+    grounding = load_grounding(data)
+    for name in ("gradcam", "lime"):
+        maps, masks = [], []
+        for expl in evaluation.explanations:
+            filename = expl.image_path.rsplit("/", 1)[-1]
+            labels = load_mask(data, filename)
+            for t, ref in enumerate(word_refs(grounding, filename, expl.tokens)):
+                if ref is not None:
+                    maps.append(expl[name].maps[t])
+                    masks.append(labels == ref + 1)
+        a = np.stack(maps)[:, None].astype(np.float64)
+        s = np.stack(masks)[:, None].astype(np.float64)
+        x, y = np.zeros_like(a), np.zeros(len(a), int)
+        kwargs = {"abs": False, "normalise": False, "disable_warnings": True}
+        hits = quantus.PointingGame(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
+        # Quantus counts a hit when any of several equal maxima is in the mask, ours the first one only
+        tied = sum(int((m == m.max()).sum() > 1) for m in maps)
+        method = evaluation.summary["methods"][name]
+        assert method["words"]["pointing_game"] == len(a)
+        assert abs(method["pointing_game"] - np.mean(hits)) <= tied / len(a) + 1e-9
+        aucs = quantus.AUC(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
+        assert method["mask_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
+
+
+def test_the_reference_model_points_faithfully_and_beats_every_baseline(reference_evaluation):
+    methods = reference_evaluation[0].summary["methods"]
+    best = max(methods.values(), key=lambda m: m["pointing_game"])
+    assert best["intervals"]["pointing_game"][0] >= 0.55                 # the interval's low end, not the value
+    for name, method in methods.items():
+        assert method["pointing_game"] > method["pointing_game_random"] + 0.2, name
+        assert method["mask_auc"] > 0.6, name
+        assert method["deletion_auc"] < method["deletion_auc_random"], name          # hiding it hurts more
+        assert method["disappearance_rate"] > method["disappearance_rate_random"], name
+    assert methods["gradcam"]["sanity"]["verdict"] == "pass"
+
+
+def test_saved_files_and_the_report_section(reference_evaluation, tmp_path):
+    evaluation, _ = reference_evaluation
+    files = save_evaluation(evaluation, tmp_path)
+    assert json.loads(files["json"].read_text())["methods"].keys() == evaluation.summary["methods"].keys()
+    table = files["markdown"].read_text()
+    assert "| Grad-CAM |" in table and "random map / order" in table and "Sanity rule" in table
+    for figure in ("curves", "sanity"):
+        with Image.open(files[figure]) as png:
+            assert png.width > 300
+    page = files["report"].read_text()
+    assert "Can these maps be trusted?" in page and 'src="deletion-insertion.png"' in page
+
+
+def _entities(root, image_id: str, size: tuple[int, int]) -> None:
+    """One image of the Flickr30k Entities layout: a dog and a frisbee with boxes, a notvisual phrase."""
+    (root / "Sentences").mkdir(exist_ok=True)
+    (root / "Annotations").mkdir(exist_ok=True)
+    (root / "flickr30k-images").mkdir(exist_ok=True)
+    (root / "Sentences" / f"{image_id}.txt").write_text(
+        "[/EN#1/animals A dog] catches [/EN#2/other a frisbee] in [/EN#0/notvisual mid-air] .\n"
+        "[/EN#1/animals The dog] jumps .\n")
+    boxes = {1: (3, 5, 20, 30), 2: (25, 4, 40, 14)}
+    objects = "".join(f"<object><name>{c}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                      f"<ymax>{b[3]}</ymax></bndbox></object>" for c, b in boxes.items())
+    (root / "Annotations" / f"{image_id}.xml").write_text(
+        f"<annotation><filename>{image_id}.jpg</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+        f"<depth>3</depth></size>{objects}</annotation>\n")
+    rng = np.random.default_rng(int(image_id))
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+        root / "flickr30k-images" / f"{image_id}.jpg")
+
+
+def test_flickr30k_entities_words_are_scored_against_their_chains_boxes(tmp_path):
+    for image_id in ("11", "12"):
+        _entities(tmp_path, image_id, (48, 36))
+    for split, ids in (("train", []), ("val", []), ("test", ["11", "12"])):
+        (tmp_path / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    torch.manual_seed(0)
+    vocab = Vocabulary(["dog", "frisbee"])
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=8, hidden_size=16,
+                                                     attention_dim=8, backbone="tiny", grid_size=2,
+                                                     preprocessing=Preprocessing(image_size=32))).eval()
+    with torch.no_grad():                     # every word it writes is "dog" or "frisbee": all grounded
+        model.decoder.fc.bias[[vocab.end_idx, vocab.unk_idx]] = -20.0
+    model.vocab = vocab
+    config = EvaluationConfig(limit=2, faithfulness_images=1, sanity_images=1, max_length=3,
+                              settings={"lime": {"num_samples": 20}})
+    summary = evaluate_explanations(model, tmp_path, config=config).summary
+    dataset = summary["dataset"]
+    assert dataset["format"] == "flickr30k-entities"
+    assert (dataset["phrases"], dataset["phrases_with_boxes"]) == (8, 6)       # 4 a caption pair, notvisual boxless
+    assert dataset["words_scored"] == dataset["words_grounded"] == 6
+    gradcam = summary["methods"]["gradcam"]
+    assert set(gradcam["by_type"]) <= {"animals", "other"} and gradcam["by_type"]
+    assert set(gradcam["by_class"]) == {"annotated noun"}
+    assert "hallucination" not in summary                                    # support is known on shapes only
+
+
+def test_command_line_json_and_insights(reference, tmp_path):
+    checkpoint, data = reference
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate-explanations", "--checkpoint", str(checkpoint), "--data", str(data),
+                                  "--limit", "3", "--faithfulness-images", "1", "--sanity-images", "1",
+                                  "--methods", "gradcam,attention", "--json", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary["methods"]) == {"gradcam", "attention"}
+    assert (tmp_path / "eval" / "index.html").is_file()
+    insights = runner.invoke(main, ["insights", str(tmp_path / "eval" / "evaluation.json")])
+    assert insights.exit_code == 0 and insights.output.count("\n- ") + insights.output.startswith("- ") == 5
+    bad = runner.invoke(main, ["evaluate-explanations", "--checkpoint", str(checkpoint), "--data", str(tmp_path)])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "cannot tell the dataset format" in bad.stderr

@@ -1,0 +1,85 @@
+"""What is known of each generated word on the shapes data (class, referent, support), and the
+hallucination report's AUCs and chosen rule against scikit-learn and hand counts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from captionlens.evaluate.hallucination import hallucination_report
+from captionlens.evaluate.words import phrase_shapes, shapes_class, shapes_support, shapes_truths
+from captionlens.explain.statistics import SuspectRule
+
+OBJECTS = [{"id": 0, "shape": "circle", "colour": "red", "size": "small", "bbox": [1, 1, 4, 4]},
+           {"id": 1, "shape": "square", "colour": "blue", "size": "large", "bbox": [5, 2, 9, 8]}]
+
+
+def test_word_classes_and_noun_phrases():
+    tokens = "there is a small red circle and a large blue square".split()
+    assert [shapes_class(t) for t in tokens] == ["function word", "function word", "function word",
+                                                "size adjective", "colour adjective", "shape noun", "function word",
+                                                "function word", "size adjective", "colour adjective",
+                                                "shape noun"]
+    assert phrase_shapes("a red blue square red".split()) == [None, "square", "square", "square", None]
+    assert shapes_class("picture") == "other"
+
+
+@pytest.mark.parametrize("caption, expected", [
+    ("a small red circle", [None, True, True, True]),
+    ("a blue circle", [None, False, True]),                   # a colour bound to the wrong shape
+    ("a small triangle", [None, False, False]),               # a shape that is not there, and its size
+    ("a large red square", [None, True, False, True]),        # red exists, but no red square
+    ("red", [True]),                                          # a dangling adjective: any object
+])
+def test_support_of_each_content_word(caption, expected):
+    assert shapes_support(OBJECTS, caption.split()) == expected
+
+
+def test_truths_give_the_referent_mask_and_box():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[1:4, 1:4] = 1
+    labels[2:8, 5:9] = 2
+    grounding = {"images": {"x.png": {"objects": OBJECTS}}}
+    truths = shapes_truths(grounding, labels, "x.png", "a red circle and a green square".split())
+    red, circle = truths[1], truths[2]
+    assert red.word_class == "colour adjective" and circle.word_class == "shape noun"
+    assert circle.mask is not None and circle.mask.sum() == 9 and circle.box == (1.0, 1.0, 4.0, 4.0)
+    assert truths[5].supported is False and truths[6].supported is True and truths[6].mask is None  # no green square
+    assert truths[0].supported is None and truths[0].mask is None
+
+
+def test_report_aucs_equal_sklearn_and_the_rule_is_judged_on_the_other_half():
+    rng = np.random.default_rng(0)
+    n = 200
+    supported = [bool(s) for s in rng.random(n) > 0.3]
+    images = rng.integers(0, 40, n)
+    unsupported = ~np.asarray(supported)
+    log_prob = np.where(unsupported, rng.normal(-2.0, 1.0, n), rng.normal(-0.5, 1.0, n))
+    entropy = rng.random(n)                                    # carries no signal
+    classes = ["colour adjective"] * n
+    report = hallucination_report(supported, classes, images.tolist(), {"m": {"entropy": entropy}}, log_prob)
+    assert report["words"] == n and report["unsupported"] == int(unsupported.sum())
+    assert report["log_prob_auc"] == pytest.approx(roc_auc_score(unsupported, log_prob))
+    assert report["auc"]["m"]["entropy"] == pytest.approx(roc_auc_score(unsupported, entropy))
+    low, high = report["log_prob_auc_interval"]
+    assert low < report["log_prob_auc"] < high
+    rule = report["rule"]
+    assert (rule["statistic"], rule["direction"], rule["method"]) == ("log_prob", "below", None)
+    # the held-out rates, counted by hand on the odd images with the chosen threshold
+    test = images % 2 == 1
+    flagged = log_prob[test] <= rule["threshold"]
+    held = report["held_out"]
+    assert held["words"] == int(test.sum())
+    assert held["true_positive_rate"] == pytest.approx(flagged[unsupported[test]].mean())
+    assert held["false_positive_rate"] == pytest.approx(flagged[~unsupported[test]].mean())
+    assert held["auc"] == pytest.approx(roc_auc_score(unsupported[test], -log_prob[test]))
+
+
+def test_suspect_rule_flags_at_or_past_the_threshold_and_checks_itself():
+    rule = SuspectRule(statistic="log_prob", direction="below", threshold=-1.0)
+    assert rule.flagged(np.array([-2.0, -1.0, 0.0])).tolist() == [True, True, False]
+    assert SuspectRule.from_dict(rule.to_dict()) == rule
+    with pytest.raises(ValueError, match="statistic 'entropy' is a method's: name the method"):
+        SuspectRule(statistic="entropy", direction="below", threshold=0.5)
+    with pytest.raises(ValueError, match="direction must be"):
+        SuspectRule(statistic="log_prob", direction="under", threshold=0.5)
