@@ -55,7 +55,11 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(tmp_path: Path, monkeypatch: 
     assert (out / "export" / "index.html").is_file() and (out / "export" / "summary.json").is_file()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "caption:" in printed and "gradcam" in printed
-    assert "random point" in printed or "nothing to score" in printed  # the pointing game ran
+    assert "| Grad-CAM |" in printed and "Sanity rule" in printed               # the evaluation ran
+    assert (out / "evaluation" / "evaluation.json").is_file() and (out / "evaluation" / "index.html").is_file()
+    for claim in ("Attention shifts as the caption progresses", "Can miss small objects",
+                  "Attends to background when uncertain"):                   # the insights, computed
+        assert claim in printed
     images = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                  for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 4

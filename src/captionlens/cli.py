@@ -308,14 +308,10 @@ def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, spl
 @click.argument("evaluation", type=click.Path(path_type=Path))
 def insights(evaluation: Path) -> None:
     """The seed notebook's key insights, computed: one sentence per claim from an evaluation.json."""
+    from captionlens.data.records import read_json
     from captionlens.evaluate.insights import insights as compute
 
-    try:
-        summary = json.loads(evaluation.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"evaluation not found: {evaluation}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{evaluation}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    summary = read_json(evaluation)
     if not isinstance(summary, dict) or "methods" not in summary:
         raise ValueError(f"{evaluation}: not an explanation evaluation (no 'methods')")
     for item in compute(summary):

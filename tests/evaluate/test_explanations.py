@@ -67,7 +67,7 @@ def test_localisation_equals_quantus_on_the_same_maps_and_masks(reference_evalua
         x, y = np.zeros_like(a), np.zeros(len(a), int)
         kwargs = {"abs": False, "normalise": False, "disable_warnings": True}
         hits = quantus.PointingGame(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
-        # Quantus counts a hit when any of several equal maxima is in the mask, ours the first one only
+        # Quantus counts a hit when any of several equal maxima is in the mask, ours the share inside
         tied = sum(int((m == m.max()).sum() > 1) for m in maps)
         method = evaluation.summary["methods"][name]
         assert method["words"]["pointing_game"] == len(a)

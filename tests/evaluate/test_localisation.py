@@ -7,6 +7,7 @@ from captionlens.evaluate.localisation import (
     centre_map,
     localisation_scores,
     mask_auc,
+    peak_position,
     pointing_hit,
     random_map_expectation,
     relevance_mass,
@@ -68,14 +69,15 @@ def test_pointing_matches_quantus_without_ties(quantus):
     np.testing.assert_array_equal(localisation_scores(maps, masks)["pointing"], expected)
 
 
-def test_pointing_tie_goes_to_the_first_maximum_where_quantus_takes_any(quantus):
+def test_a_shared_maximum_scores_the_share_inside_where_quantus_takes_any(quantus):
     heatmap = np.zeros((3, 4))
-    heatmap[0, 1] = heatmap[2, 3] = 1.0       # two maxima: the first is outside the mask, the second inside
+    heatmap[0, 1] = heatmap[2, 3] = heatmap[0, 0] = 1.0   # three maxima, one of them in the mask
     mask = np.zeros((3, 4), dtype=bool)
     mask[2, 2:] = True
-    assert not pointing_hit(heatmap, mask)
-    assert localisation_scores(heatmap[None], mask[None])["pointing"][0] == 0.0
+    assert pointing_hit(heatmap, mask) == pytest.approx(1 / 3)        # a hit in 1 of 3 random tie-breaks
+    assert localisation_scores(heatmap[None], mask[None])["pointing"][0] == pytest.approx(1 / 3)
     assert _quantus_scores(quantus, quantus.PointingGame, heatmap[None], mask[None])[0] == 1.0
+    assert peak_position(heatmap) == pytest.approx((1 / 3 * 2 + 0.5, (1 + 3 + 0) / 3 + 0.5))
 
 
 def test_relevance_mass_matches_quantus_on_non_negative_maps(quantus):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from captionlens.data.images import Preprocessing
@@ -56,12 +55,24 @@ def test_native_grid_when_grid_size_is_none(vocab, image, caption):
     np.testing.assert_allclose(maps.raw.sum((1, 2)), 1.0, atol=1e-6)
 
 
+def _bilinear(grid: np.ndarray, r: float, c: float) -> float:
+    r0, c0 = min(int(r), grid.shape[0] - 2), min(int(c), grid.shape[1] - 2)
+    fr, fc = r - r0, c - c0
+    return float((1 - fr) * ((1 - fc) * grid[r0, c0] + fc * grid[r0, c0 + 1])
+                 + fr * ((1 - fc) * grid[r0 + 1, c0] + fc * grid[r0 + 1, c0 + 1]))
+
+
 def test_smoothing(attention_model, image, caption):
     plain = explain(attention_model, image, methods=("attention",), caption=caption,
                     settings={"attention": {"sigma": 0}})["attention"]
-    bilinear = F.interpolate(torch.from_numpy(plain.raw)[:, None], size=(64, 80), mode="bilinear",
-                             align_corners=False)[:, 0].numpy()
-    np.testing.assert_allclose(plain.maps, bilinear, atol=1e-7)
+    # Each 4x4 cell sits at its receptive field's centre: the tiny trunk (stride 8) puts its 8x8 cells at
+    # 8j + 0.5 model pixels, the grid pool averages pairs: 16i + 4.5, of a 64 px input stretched to 64 x 80.
+    centres = 16 * np.arange(4) + 4.5
+    rows = np.interp((np.arange(64) + 0.5) * 64 / 64, centres, np.arange(4))
+    cols = np.interp((np.arange(80) + 0.5) * 64 / 80, centres, np.arange(4))
+    by_hand = np.stack([[[_bilinear(m, r, c) for c in cols] for r in rows] for m in plain.raw])
+    np.testing.assert_allclose(plain.maps, by_hand, atol=1e-6)
+    assert plain.settings["placement"] == "receptive fields"
     smooth = explain(attention_model, image, methods=("attention",), caption=caption)["attention"]
     assert smooth.settings["sigma"] == 0.5
     np.testing.assert_array_equal(smooth.raw, plain.raw)

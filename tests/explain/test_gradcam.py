@@ -198,7 +198,8 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
         assert result[name].maps.dtype == np.float32
     assert result["gradcam"].raw.shape == (n_words, 8, 8)
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "log_prob",
-                                          "max_batch": 256, "shortcut": True, "gradient_route": "bptt"}
+                                          "max_batch": 256, "shortcut": True, "gradient_route": "bptt",
+                                          "placement": "receptive fields"}
     result.save(tmp_path / "expl")
     loaded = CaptionExplanation.load(tmp_path / "expl")
     for name in ("gradcam", "gradcam++", "attention"):
@@ -211,7 +212,8 @@ def test_settings_record_gradient_route_and_logit_score(show_tell_model, image, 
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, score="logit",
                      settings={"gradcam": {"max_batch": 2}})
     assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "logit",
-                                          "max_batch": 2, "shortcut": True, "gradient_route": "pooled"}
+                                          "max_batch": 2, "shortcut": True, "gradient_route": "pooled",
+                                          "placement": "receptive fields"}
 
 
 def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, caption):

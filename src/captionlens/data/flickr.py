@@ -10,7 +10,7 @@ import re
 import warnings
 from pathlib import Path
 
-from captionlens.data.records import CaptionDataset, CaptionRecord, read_text
+from captionlens.data.records import CaptionDataset, CaptionRecord, image_folder, read_text
 
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
@@ -91,7 +91,7 @@ def load_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike | None 
     """
     root = Path(root)
     path = root / "Flickr8k.token.txt"
-    image_dir = _image_dir(root, image_root)
+    image_dir = image_folder(root, image_root, IMAGE_FOLDERS)
     captions: dict[str, list[tuple[int, str]]] = {}
     dangling = 0
     for lineno, line in enumerate(read_text(path).splitlines(), 1):
@@ -111,11 +111,3 @@ def load_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike | None 
     ordered = {name: [text for _, text in sorted(pairs)] for name, pairs in captions.items()}
     return CaptionDataset.from_records(_assign_splits(ordered, root, image_dir), path)
 
-
-def _image_dir(root: Path, image_root: str | os.PathLike | None) -> Path:
-    if image_root is not None:
-        return Path(image_root)
-    for name in IMAGE_FOLDERS:
-        if (root / name).is_dir():
-            return root / name
-    raise FileNotFoundError(f"{root}: no image folder (looked for {', '.join(IMAGE_FOLDERS)})")

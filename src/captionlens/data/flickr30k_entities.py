@@ -26,7 +26,7 @@ from xml.parsers import expat
 
 import numpy as np
 
-from captionlens.data.records import CaptionDataset, CaptionRecord, read_text
+from captionlens.data.records import CaptionDataset, CaptionRecord, image_folder, read_text
 from captionlens.data.vocabulary import tokenize
 
 ENTITY_SPLITS = ("train", "val", "test")
@@ -145,7 +145,7 @@ def load_flickr30k_entities(root: str | os.PathLike, image_root: str | os.PathLi
     """
     root = Path(root)
     splits = read_entity_splits(root)
-    image_dir = _image_dir(root, image_root)
+    image_dir = image_folder(root, image_root, IMAGE_FOLDERS)
     annotations = _listing(root / ANNOTATIONS)
     records = []
     for image_id, (split, split_file, lineno) in splits.items():
@@ -255,14 +255,6 @@ def _no_xml(root: Path, image_id: str) -> str:
     return (f"{root / ANNOTATIONS / (image_id + '.xml')}: no such file (image {image_id} has sentences in "
             f"{root / SENTENCES / (image_id + '.txt')})")
 
-
-def _image_dir(root: Path, image_root: str | os.PathLike | None) -> Path:
-    if image_root is not None:
-        return Path(image_root)
-    for name in IMAGE_FOLDERS:
-        if (root / name).is_dir():
-            return root / name
-    raise FileNotFoundError(f"{root}: no image folder (looked for {', '.join(IMAGE_FOLDERS)})")
 
 
 def _listing(folder: Path) -> set[str]:

@@ -2,12 +2,11 @@
 the standard splits used by published captioning results."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from captionlens.data.records import SPLITS, CaptionDataset, CaptionRecord, read_text
+from captionlens.data.records import SPLITS, CaptionDataset, CaptionRecord, read_json
 
 
 def find_karpathy_json(folder: Path) -> Path:
@@ -30,10 +29,7 @@ def load_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike | 
     folder's Images/ when that exists, else the JSON's folder.
     """
     path = Path(json_path)
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path)
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: expected a JSON object with an 'images' list")

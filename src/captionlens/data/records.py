@@ -5,11 +5,13 @@ The leaf every loader (Kaggle / original Flickr8k, Karpathy JSON, the synthetic 
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SPLITS = ("train", "val", "test", "restval")
 
@@ -89,3 +91,21 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ValueError(f"{path}:{line}: not UTF-8 text") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; errors name the file and, for bad JSON, the line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def image_folder(root: Path, image_root: str | os.PathLike | None, names: Sequence[str]) -> Path:
+    """`image_root` when given, else the first of `names` that is a folder in `root`; the error lists them."""
+    if image_root is not None:
+        return Path(image_root)
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(f"{root}: no image folder (looked for {', '.join(names)})")

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from captionlens.data.records import read_json
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (215, 45, 40), "green": (40, 160, 60), "blue": (40, 80, 215), "yellow": (235, 200, 30)}
 SIZES = {"small": 0.09, "large": 0.17}  # "radius" as a fraction of the image side
@@ -275,12 +277,8 @@ def load_grounding(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / GROUNDING_JSON
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    grounding: dict[str, Any] = read_json(path)
+    return grounding
 
 
 def load_mask(folder: str | os.PathLike, filename: str) -> np.ndarray:

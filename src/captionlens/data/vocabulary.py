@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from captionlens.data.records import read_json
+
 PAD, START, END, UNK = "<PAD>", "<START>", "<END>", "<UNK>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
 # Spellings other vocabularies use for the special tokens (matched case-insensitively): the tutorials'
@@ -145,12 +147,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"vocabulary file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except ValueError as exc:

@@ -43,7 +43,7 @@ from captionlens.evaluate.faithfulness import (
 )
 from captionlens.evaluate.hallucination import hallucination_report
 from captionlens.evaluate.insights import insights
-from captionlens.evaluate.localisation import centre_map, localisation_scores, random_map_expectation
+from captionlens.evaluate.localisation import centre_map, localisation_scores, peak_position, random_map_expectation
 from captionlens.evaluate.sanity import sanity_check
 from captionlens.evaluate.stats import rate_with_interval
 from captionlens.evaluate.words import WordTruth, function_or_other, shapes_truths
@@ -240,9 +240,9 @@ def _localisation(explanations: Sequence[CaptionExplanation], words: Sequence[_W
             for row, heat in zip(rows, maps):
                 box = words[row].truth.box
                 assert box is not None
-                r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
-                values[m]["offset_x"][row] = (c + 0.5 - (box[0] + box[2]) / 2) / (box[2] - box[0])
-                values[m]["offset_y"][row] = (r + 0.5 - (box[1] + box[3]) / 2) / (box[3] - box[1])
+                r, c = peak_position(heat)
+                values[m]["offset_x"][row] = (c - (box[0] + box[2]) / 2) / (box[2] - box[0])
+                values[m]["offset_y"][row] = (r - (box[1] + box[3]) / 2) / (box[3] - box[1])
     return {"localisation": values, "baselines": baselines}
 
 

@@ -3,7 +3,9 @@
 A map is an (H, W) float array (signed for LIME and occlusion, non-negative for Grad-CAM and attention);
 a mask is an (H, W) bool array: the object's pixels, or the union of its boxes. Four metrics:
 
-- pointing: the map's maximum lies in the mask (the first maximum in row-major order on ties);
+- pointing: the map's maximum lies in the mask; when several pixels share the maximum (the plateaus of
+  occlusion's patches and LIME's superpixels), the share of them inside the mask, which is the hit
+  rate under random tie-breaking (taking the first one in row-major order would favour the top left);
 - mass: the share of the map's positive mass inside the mask (Kohlbrenner et al.'s Relevance Mass
   Accuracy, on the positive part so that negative evidence is not counted as mass);
 - rank: of the K = |mask| highest-valued pixels, the fraction inside the mask (Relevance Rank Accuracy);
@@ -32,10 +34,19 @@ def _check_pair(heatmap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     return values.ravel(), inside.ravel()
 
 
-def pointing_hit(heatmap: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether the map's maximum lies in the mask; on ties, the first maximum in row-major order decides."""
+def pointing_hit(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """1.0 when the map's maximum lies in the mask, else 0.0; for a maximum several pixels share, the
+    share of them in the mask (the expected hit when the tie is broken at random)."""
     values, inside = _check_pair(heatmap, mask)
-    return bool(inside[int(np.argmax(values))])
+    peak = values == values.max()
+    return float(inside[peak].mean())
+
+
+def peak_position(heatmap: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the map's maximum, in pixel coordinates (a pixel's centre is at index + 0.5):
+    the mean position of the pixels that share the maximum."""
+    rows, cols = np.nonzero(np.asarray(heatmap) == np.max(heatmap))
+    return float(rows.mean()) + 0.5, float(cols.mean()) + 0.5
 
 
 def relevance_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -103,7 +114,8 @@ def _scores_chunk(values: np.ndarray, inside: np.ndarray) -> dict[str, np.ndarra
     n_in = inside.sum(axis=1)
     n_out = n - n_in
     with np.errstate(invalid="ignore", divide="ignore"):
-        pointing = inside[np.arange(rows), np.argmax(values, axis=1)].astype(np.float64)
+        peak = values == values.max(axis=1, keepdims=True)
+        pointing = (peak & inside).sum(axis=1) / peak.sum(axis=1)
 
         positive = np.clip(values.astype(np.float64), 0.0, None)
         total = positive.sum(axis=1)

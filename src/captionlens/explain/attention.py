@@ -13,7 +13,6 @@ import torch
 from skimage.filters import gaussian
 
 from captionlens.explain.context import ExplainContext
-from captionlens.explain.maps import upsample
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 
@@ -41,10 +40,10 @@ def attention(ctx: ExplainContext, settings: AttentionSettings) -> MethodMaps:
     weights = alphas[0, :ctx.num_words].float().cpu().numpy()  # step t wrote word t; the last step wrote <END>
     grid_hw = tuple(grid.shape[2:])
     raw = weights.reshape(ctx.num_words, *grid_hw)
-    maps = upsample(raw, ctx.image_hw)
+    maps, placement = ctx.target.draw(raw, ctx.image_hw, pooled=True)
     if settings.sigma > 0:
         cell = [h / g for h, g in zip(ctx.image_hw, grid_hw)]
         maps = gaussian(maps, sigma=(0, settings.sigma * cell[0], settings.sigma * cell[1]),
                         preserve_range=True).astype("float32")
-    recorded = {"method": "attention", **settings.to_dict(), "grid": list(grid_hw)}
+    recorded = {"method": "attention", **settings.to_dict(), "grid": list(grid_hw), "placement": placement}
     return MethodMaps(maps=maps, raw=raw, settings=recorded, extras={"alphas": weights})

@@ -19,7 +19,6 @@ from torch import nn
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.gradients import gradient_route, word_gradients
-from captionlens.explain.maps import upsample
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import Score, caption_tensor
@@ -106,9 +105,10 @@ def _explain_cams(ctx: ExplainContext, kind: CamKind, settings: GradCamSettings)
     (raw,) = word_cams(ctx.model, ctx.target, ctx.activations, ctx.captions, [ctx.num_words], kind, ctx.score,
                        settings.max_batch, settings.shortcut)
     raw_np = raw.float().cpu().numpy()
+    maps, placement = ctx.target.draw(raw_np, ctx.image_hw)
     recorded = {"method": kind, "layer": ctx.target.name, "score": ctx.score, **settings.to_dict(),
-                "gradient_route": gradient_route(ctx.model, ctx.target, settings.shortcut)}
-    return MethodMaps(maps=upsample(raw_np, ctx.image_hw), raw=raw_np, settings=recorded)
+                "gradient_route": gradient_route(ctx.model, ctx.target, settings.shortcut), "placement": placement}
+    return MethodMaps(maps=maps, raw=raw_np, settings=recorded)
 
 
 @register_method("gradcam", label="Grad-CAM", order=0, signed=False, settings=GradCamSettings,

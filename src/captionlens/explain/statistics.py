@@ -8,7 +8,6 @@ supports from supported ones and picks a `SuspectRule`; `explain(..., suspect_ru
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from captionlens.data.records import read_json
 from captionlens.explain.result import CaptionExplanation
 
 STATISTICS = ("entropy", "peak", "log_prob", "lime_r2")
@@ -89,12 +89,7 @@ class SuspectRule:
     def load(cls, path: str | os.PathLike[str]) -> SuspectRule:
         """The rule in a JSON file: an explanation evaluation's (its "hallucination" section) or a rule's own."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"suspect rule file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON file ({exc})") from None
+        data = read_json(path)
         if isinstance(data, dict) and "hallucination" in data:
             data = data["hallucination"].get("rule")
             if data is None:

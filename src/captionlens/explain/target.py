@@ -5,9 +5,12 @@ gradient taken at A never goes below the stage. Built from the `Captioner` proto
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from captionlens.explain.geometry import Centres, cell_centres, place_maps
+from captionlens.explain.maps import upsample
 from captionlens.models.protocol import Captioner
 
 
@@ -22,6 +25,8 @@ class TargetLayer:
         self._rest = trunk.stages[self.index + 1:]
         self._pool = trunk.pool
         self.head = trunk.head
+        self.input_size = model.preprocessing.image_size
+        self._centres: dict[bool, Centres | None] = {}
 
     def pooled(self, activations: torch.Tensor) -> torch.Tensor:
         """The pooled map (B, C, gh, gw) the decoder's features come from (an attention model's grid)."""
@@ -29,6 +34,23 @@ class TargetLayer:
 
     def upper(self, activations: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(activations))
+
+    def centres(self, pooled: bool = False) -> Centres | None:
+        """Receptive-field centres of this layer's cells (`pooled`: of the pooled map's), in model-input
+        pixels; None when a layer's geometry is unknown (`explain.geometry`)."""
+        if pooled not in self._centres:
+            layers = nn.Sequential(self.lower, self._rest, self._pool) if pooled else self.lower
+            self._centres[pooled] = cell_centres(layers, self.input_size)
+        return self._centres[pooled]
+
+    def draw(self, raw: np.ndarray, image_hw: tuple[int, int], pooled: bool = False) -> tuple[np.ndarray, str]:
+        """(T, h, w) maps on this layer's grid (or the pooled one's) -> (T, H, W) on the image, each cell
+        drawn at its receptive field's centre; and how they were placed ("receptive fields" or, for a
+        layer of unknown geometry, "uniform": plain bilinear upsampling)."""
+        centres = self.centres(pooled)
+        if centres is None or tuple(len(c) for c in centres) != tuple(raw.shape[1:]):
+            return upsample(raw, image_hw), "uniform"
+        return place_maps(raw, centres, image_hw, self.input_size), "receptive fields"
 
     @property
     def pools_globally(self) -> bool:

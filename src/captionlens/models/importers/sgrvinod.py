@@ -15,11 +15,11 @@ caption.py's: 256 x 256 (bilinear), ImageNet normalisation (so ResNet-101's 8x8 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from captionlens.data.images import Preprocessing
+from captionlens.data.records import read_json
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models.checkpoints import Checkpoint, vocabulary_from_entry
 from captionlens.models.importers.common import (
@@ -73,9 +73,9 @@ def read_word_map(path: Path) -> tuple[Vocabulary, list[int]]:
     if not path.is_file():
         raise FileNotFoundError(f"word map not found: {path}")
     try:
-        word_map = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: not a JSON word map ({exc})") from None
+        word_map = read_json(path)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
     if not isinstance(word_map, dict) or not all(isinstance(i, int) for i in word_map.values()):
         raise ConversionError(f"{path}: expected a JSON object mapping each word to its index")
     try:
