@@ -125,8 +125,9 @@ def _weights(centres: np.ndarray, samples: np.ndarray) -> np.ndarray:
 def place_maps(raw: np.ndarray | torch.Tensor, centres: Centres, image_hw: tuple[int, int],
                size: int) -> np.ndarray:
     """(T, h, w) maps whose cells sit at `centres` (model-input pixels of an S x S input) -> (T, H, W) at
-    the image's resolution, bilinearly between the centres (the image is the input stretched to H x W)."""
-    maps = np.asarray(raw.float().cpu() if isinstance(raw, torch.Tensor) else raw, dtype=np.float64)
-    rows = _weights(centres[0], (np.arange(image_hw[0]) + 0.5) * size / image_hw[0])
-    cols = _weights(centres[1], (np.arange(image_hw[1]) + 0.5) * size / image_hw[1])
-    return np.einsum("Hh,thw,Ww->tHW", rows, maps, cols).astype(np.float32)
+    the image's resolution, bilinearly between the centres (the image is the input stretched to H x W):
+    rows (H, h) @ map @ columns (w, W), two small matrix products."""
+    maps = torch.as_tensor(np.asarray(raw, np.float32)) if isinstance(raw, np.ndarray) else raw.detach().float().cpu()
+    rows = torch.from_numpy(_weights(centres[0], (np.arange(image_hw[0]) + 0.5) * size / image_hw[0])).float()
+    cols = torch.from_numpy(_weights(centres[1], (np.arange(image_hw[1]) + 0.5) * size / image_hw[1])).float()
+    return (rows @ maps @ cols.T).numpy()
