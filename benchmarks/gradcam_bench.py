@@ -106,7 +106,7 @@ def ours(s: Setup) -> np.ndarray:
     with torch.no_grad():
         activations = target.lower(s.x)
     ctx = ExplainContext(s.model, s.vocab, s.image, s.x, s.captions, s.ids, target, activations)
-    return gradcam(ctx, GradCamSettings()).maps
+    return gradcam([ctx], GradCamSettings())[0].maps
 
 
 def greedy_caption(s: Setup) -> list:

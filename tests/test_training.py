@@ -62,8 +62,41 @@ def test_resume_continues_where_the_last_run_stopped_and_matches_an_uninterrupte
         torch.testing.assert_close(resumed.model.state_dict()[key], tensor, msg=key)
 
 
+class Killed(BaseException):
+    """What a kill looks like from inside the process: nothing below catches it."""
+
+
+@pytest.mark.parametrize("where", ["best checkpoint", "last checkpoint", "training state", "log", "plot"])
+def test_a_kill_during_any_save_leaves_a_run_that_resumes_to_the_uninterrupted_weights(where, shapes, tmp_path,
+                                                                                       monkeypatch):
+    config = {"data": shapes, "format": "shapes", "schedule": "step", "step_epochs": 1, **TINY}
+    straight = train(TrainConfig(epochs=2, out_dir=tmp_path / "straight", **config))
+    train(TrainConfig(epochs=1, out_dir=tmp_path / "killed", **config))
+    import captionlens.atomic as atomic
+
+    targets = {"best checkpoint": "best.safetensors", "last checkpoint": "last.safetensors",
+               "training state": "last.train.pt", "log": "train_log.jsonl", "plot": "training_curves.png"}
+    real_replace = atomic.os.replace
+
+    def replace_or_die(src, dst):                       # the file is half-written: die before it lands
+        if str(dst).endswith(targets[where]):
+            raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_or_die)
+    with pytest.raises(Killed):
+        train(TrainConfig(epochs=2, out_dir=tmp_path / "killed", **config))
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert not [p.name for p in (tmp_path / "killed").iterdir() if p.name.endswith(".tmp")]   # no half files
+    resumed = train(TrainConfig(epochs=2, out_dir=tmp_path / "killed", resume=True, **config))
+    for key, tensor in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], tensor, msg=key)
+    assert [row["epoch"] for row in _log(tmp_path / "killed")] == [1, 2]
+    assert load_checkpoint(resumed.last_checkpoint).epoch == 2
+
+
 def test_resume_without_a_previous_run_names_the_missing_file(shapes, tmp_path):
-    with pytest.raises(FileNotFoundError, match="last.safetensors"):
+    with pytest.raises(FileNotFoundError, match="last.train.pt"):
         train(TrainConfig(data=shapes, epochs=1, out_dir=tmp_path / "empty", resume=True, **TINY))
 
 

@@ -4,6 +4,11 @@
     model = captionlens.load("best.safetensors").model
     expl = captionlens.explain(model, "dog.jpg", methods=("gradcam", "lime"))
 """
+from captionlens.runtime import set_wait_policy
+
+set_wait_policy()  # before torch is imported below (see captionlens.runtime)
+
+# ruff: noqa: E402
 from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain import CaptionExplanation, explain, explain_batch

@@ -24,6 +24,7 @@ from captionlens.explain.registry import METHODS, ordered_methods
 from captionlens.explain.statistics import SuspectRule
 from captionlens.models.checkpoints import CheckpointError
 from captionlens.models.encoders import TRUNKS, PretrainedWeightsMissing
+from captionlens.runtime import configure_threads
 from captionlens.training import TrainConfig, pick_device
 
 LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError, TypeError)
@@ -95,6 +96,7 @@ class _Main(click.Group):
 @click.version_option(package_name="captionlens")
 def main() -> None:
     """See what an image-captioning model looks at for each word it writes."""
+    configure_threads()
 
 
 @main.command()

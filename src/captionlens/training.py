@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -38,8 +39,8 @@ from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.evaluate.caption_metrics import evaluate_model
 from captionlens.models.base import CaptionModel
-from captionlens.models.checkpoints import load_checkpoint, save_checkpoint
-from captionlens.models.config import CaptionerConfig, build_model
+from captionlens.models.checkpoints import CheckpointError, assemble, save_checkpoint
+from captionlens.models.config import CaptionerConfig, build_model, config_from_dict
 from captionlens.models.show_attend_tell import ShowAttendTellConfig
 from captionlens.models.show_tell import ShowTellConfig
 
@@ -243,20 +244,26 @@ class _Run:
     best_bleu4: float = -1.0
 
     def save_epoch(self, row: dict[str, Any]) -> None:
-        """Checkpoints (best when BLEU-4 improved, last always), optimizer state, log line, plot."""
+        """Checkpoints (best when BLEU-4 improved, last always), then the training state, then the log and
+        plot, each file written atomically. The state (last.train.pt) is what `resume` reads, and it holds
+        the weights too: a run killed anywhere in here resumes from the last complete state, and an epoch
+        it had partly saved is trained again exactly as before (it depends on the seed and epoch only)."""
         self.history.append(row)
         metrics = {"loss": row["train_loss"], "bleu4": row["val_bleu4"], "epoch": row["epoch"]}
+        best = max(self.best_bleu4, row["val_bleu4"])
         if row["val_bleu4"] > self.best_bleu4:
-            self.best_bleu4 = row["val_bleu4"]
             save_checkpoint(self.out / BEST_NAME, self.model, self.vocab, row["epoch"], metrics)
         save_checkpoint(self.out / LAST_NAME, self.model, self.vocab, row["epoch"], metrics)
         with atomic_path(self.out / STATE_NAME) as tmp:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "scaler": self.scaler.state_dict(), "history": self.history, "best_bleu4": self.best_bleu4},
-                       tmp)
-        with open(self.out / LOG_NAME, "a", encoding="utf-8") as log:
-            log.write(json.dumps(row) + "\n")
-        plot_curves(self.history, self.out / PLOT_NAME)
+            torch.save({"epoch": row["epoch"], "model": self.model.state_dict(), "config": self.model.config.to_dict(),
+                        "vocab": self.vocab.to_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                        "history": self.history, "best_bleu4": best}, tmp)
+        self.best_bleu4 = best
+        with atomic_path(self.out / LOG_NAME) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        with atomic_path(self.out / PLOT_NAME) as tmp:
+            plot_curves(self.history, tmp)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -277,8 +284,8 @@ def train(config: TrainConfig) -> TrainResult:
                          f"(has {len(train_split)} and {len(val_split)})")
     resumed = _resume_state(out, device) if config.resume else None
     if config.progress:
-        tqdm.write(config.describe() if resumed is None else f"resuming {type(resumed['model']).__name__} from "
-                   f"{out / LAST_NAME}", file=sys.stderr)
+        tqdm.write(config.describe() if resumed is None else f"resuming {type(resumed['model']).__name__} after "
+                   f"epoch {resumed['epoch']} from {out / STATE_NAME}", file=sys.stderr)
     if resumed is None:
         vocab = Vocabulary.build(train_split.all_captions(), config.min_word_freq)
         model = build_model(config.model_config(len(vocab)), pretrained=bool(config.pretrained)).to(device)
@@ -328,13 +335,17 @@ def _preload(model: CaptionModel, n_images: int, preload: bool | None = None) ->
 
 
 def _resume_state(out: Path, device: torch.device) -> dict[str, Any]:
-    """Model, vocabulary and epoch from last.safetensors; optimizer & co. from last.train.pt."""
-    for name in (LAST_NAME, STATE_NAME):
-        if not (out / name).is_file():
-            raise FileNotFoundError(f"cannot resume: {out / name} not found")
-    ckpt = load_checkpoint(out / LAST_NAME, device)
-    train_state = torch.load(out / STATE_NAME, map_location=device, weights_only=True)
-    return {"model": ckpt.model, "vocab": ckpt.vocab, "epoch": ckpt.epoch, "train": train_state}
+    """Model, vocabulary, epoch, optimizer & co. from last.train.pt (read with weights_only=True)."""
+    path = out / STATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        vocab = Vocabulary.from_dict(state["vocab"])
+        ckpt = assemble(path, config_from_dict(state["config"]), vocab, state["model"], int(state["epoch"]))
+    except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+    return {"model": ckpt.model.to(device), "vocab": vocab, "epoch": ckpt.epoch, "train": state}
 
 
 def train_epoch(model: CaptionModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -379,5 +390,5 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     bleu_ax.plot(epochs, [row["val_bleu4"] for row in history], marker="o", color="tab:green")
     bleu_ax.set(title="validation BLEU-4", xlabel="epoch", ylim=(0, 1))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     return path

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captionlens.explain import explain
+from captionlens.explain import explain, explain_batch
 from captionlens.explain.scoring import caption_tensor
 
 
@@ -27,3 +27,17 @@ def test_reported_log_probs_equal_teacher_forcing(request, model_name, given, im
     np.testing.assert_allclose(expl.log_probs, _teacher_forced(model, image, expl.token_ids), atol=1e-4)
     if given:
         assert expl.caption == caption
+
+
+def test_one_batched_pass_across_images_equals_each_image_alone(attention_model, image):
+    rng = np.random.default_rng(5)
+    images = [image, *(rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in ((40, 56), (64, 64)))]
+    captions = ["a red circle above the blue square", "left", "the small green triangle"]   # padded to the longest
+    methods = ("gradcam", "gradcam++", "attention")
+    together = explain_batch(attention_model, images, methods, captions=captions,
+                             settings={"gradcam": {"max_batch": 4}})
+    for img, caption, batched in zip(images, captions, together):
+        alone = explain(attention_model, img, methods, caption=caption)
+        for name in methods:
+            np.testing.assert_allclose(batched[name].raw, alone[name].raw, rtol=1e-4, atol=1e-7)
+            np.testing.assert_allclose(batched[name].maps, alone[name].maps, rtol=1e-4, atol=1e-7)

@@ -11,10 +11,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from captionlens.explain.api import explain
-from captionlens.explain.gradcam import gradcam_batch, padded_captions, word_cams
+from captionlens.explain.gradcam import gradcam_batch, word_cams
 from captionlens.explain.maps import normalize_maps
 from captionlens.explain.result import CaptionExplanation
-from captionlens.explain.scoring import caption_tensor, scores_from_features
+from captionlens.explain.scoring import caption_tensor, padded_captions, scores_from_features
 from captionlens.explain.target import TargetLayer
 
 MODELS = ("show_tell_model", "attention_model")

@@ -13,8 +13,8 @@ import torch
 from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.attention_backward import attention_feature_grads, recorded_step
-from captionlens.explain.gradcam import padded_captions
 from captionlens.explain.gradients import gradient_route, word_gradients
+from captionlens.explain.scoring import padded_captions
 from captionlens.explain.target import TargetLayer
 from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
 

@@ -85,8 +85,9 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
                   settings: Settings | None = None, suspect_rule: SuspectRule | None = None
                   ) -> list[CaptionExplanation]:
     """`explain` for many images: the encoder runs once per image (its target-layer activations are
-    reused by decoding, scoring and the gradient methods), captions are decoded in one batch, then
-    each method runs per image."""
+    reused by decoding, scoring and the gradient methods), captions are decoded in one batch, and each
+    method runs once over all the images (the gradient methods and attention batched across images,
+    LIME and occlusion image by image, each with large batches of perturbed images of its own)."""
     methods = list(dict.fromkeys(methods))
     checked = check_explain_arguments(model, methods, beam_size, max_length, score, target_layer, settings,
                                       suspect_rule)
@@ -113,28 +114,24 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
                                                        "log_prob")[0].tolist() for i, ids in enumerate(id_lists)]
             decoding = {"source": "given"}
         decoding.update(score=score, target_layer=target.name)
-        results = []
-        for i, ((pil, path), ids, log_probs) in enumerate(zip(loaded, id_lists, log_prob_lists)):
-            ctx = ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1],
-                                 caption_tensor(ids, vocab, device), list(ids), target, activations[i:i + 1], score)
-            result = _explain_one(ctx, np.asarray(log_probs, np.float32), checked, decoding, path)
-            if suspect_rule is not None and result.tokens:
-                result.suspect, result.suspect_rule = suspect_rule.flags(result), suspect_rule.to_dict()
-            results.append(result)
+        contexts = [ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1], caption_tensor(ids, vocab, device),
+                                   list(ids), target, activations[i:i + 1], score)
+                    for i, ((pil, _), ids) in enumerate(zip(loaded, id_lists))]
+        results = [CaptionExplanation(image=ctx.image, tokens=[vocab.idx2word[i] for i in ctx.token_ids],
+                                      token_ids=list(ctx.token_ids), log_probs=np.asarray(lp, np.float32),
+                                      source=decoding["source"], decoding=dict(decoding), image_path=path)
+                   for ctx, lp, (_, path) in zip(contexts, log_prob_lists, loaded)]
+        worded = [k for k, ctx in enumerate(contexts) if ctx.token_ids]   # a caption without words has no maps
+        for name, options in checked.items():
+            start = time.perf_counter()
+            maps = METHODS[name].explain([contexts[k] for k in worded], options)
+            seconds = (time.perf_counter() - start) / max(len(worded), 1)
+            for k, one in zip(worded, maps):
+                one.seconds = seconds
+                results[k].methods[name] = one
+        if suspect_rule is not None:
+            for result in results:
+                if result.tokens:
+                    result.suspect, result.suspect_rule = suspect_rule.flags(result), suspect_rule.to_dict()
         return results
 
-
-def _explain_one(ctx: ExplainContext, log_probs: np.ndarray, settings: dict[str, MethodSettings],
-                 decoding: dict[str, Any], path: str | None) -> CaptionExplanation:
-    ids = ctx.token_ids
-    result = CaptionExplanation(image=ctx.image, tokens=[ctx.vocab.idx2word[i] for i in ids], token_ids=list(ids),
-                                log_probs=log_probs, source=decoding["source"], decoding=dict(decoding),
-                                image_path=path)
-    if not ids:
-        return result
-    for name, options in settings.items():
-        start = time.perf_counter()
-        maps = METHODS[name].run(ctx, options)
-        maps.seconds = time.perf_counter() - start
-        result.methods[name] = maps
-    return result

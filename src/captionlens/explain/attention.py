@@ -7,14 +7,17 @@ shows its cell edges, so the maps get a light Gaussian smoothing whose width is 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from skimage.filters import gaussian
 
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
+from captionlens.explain.scoring import padded_captions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,17 +31,25 @@ class AttentionSettings(MethodSettings):
                 f"sigma must be >= 0 grid cells, got {self.sigma!r}")
 
 
-@register_method("attention", label="attention", order=2, signed=False, needs_attention=True,
+@register_method("attention", label="attention", order=2, signed=False, needs_attention=True, batched=True,
                  settings=AttentionSettings, summary="the decoder's own attention weights; one teacher-forced pass")
-def attention(ctx: ExplainContext, settings: AttentionSettings) -> MethodMaps:
-    """Teacher-forced alphas of each word on the pooled grid; `sigma` (grid cells) smooths the upsampled maps."""
+def attention(contexts: Sequence[ExplainContext], settings: AttentionSettings) -> list[MethodMaps]:
+    """Teacher-forced alphas of each word on the pooled grid, every image in one pass; `sigma` (grid
+    cells) smooths the drawn maps."""
+    first = contexts[0]
+    captions = padded_captions([c.token_ids for c in contexts], first.vocab, first.captions.device)
     with torch.no_grad():
-        grid = ctx.target.pooled(ctx.activations)  # (1, C, gh, gw)
-        _, alphas = ctx.model.teacher_forced_hidden(ctx.target.head(grid), ctx.captions)
+        grid = first.target.pooled(torch.cat([c.activations for c in contexts]))  # (B, C, gh, gw)
+        _, alphas = first.model.teacher_forced_hidden(first.target.head(grid), captions)
     if alphas is None:
-        raise ValueError(f"{type(ctx.model).__name__} returned no attention weights")
-    weights = alphas[0, :ctx.num_words].float().cpu().numpy()  # step t wrote word t; the last step wrote <END>
-    grid_hw = tuple(grid.shape[2:])
+        raise ValueError(f"{type(first.model).__name__} returned no attention weights")
+    grid_hw = (int(grid.shape[2]), int(grid.shape[3]))
+    return [_draw(ctx, alphas[k, :ctx.num_words].float().cpu().numpy(), grid_hw, settings)  # step t wrote word t
+            for k, ctx in enumerate(contexts)]
+
+
+def _draw(ctx: ExplainContext, weights: np.ndarray, grid_hw: tuple[int, int],
+          settings: AttentionSettings) -> MethodMaps:
     raw = weights.reshape(ctx.num_words, *grid_hw)
     maps, placement = ctx.target.draw(raw, ctx.image_hw, pooled=True)
     if settings.sigma > 0:

@@ -14,14 +14,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.gradients import gradient_route, word_gradients
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
-from captionlens.explain.scoring import Score, caption_tensor
+from captionlens.explain.scoring import Score, padded_captions
 from captionlens.explain.target import TargetLayer
 from captionlens.models.protocol import Captioner, eval_mode, require_vocab
 
@@ -62,13 +61,6 @@ def word_cams(model: Captioner, target: TargetLayer, activations: torch.Tensor, 
     return list(cams.split(list(lengths)))
 
 
-def padded_captions(captions: Sequence[Sequence[int]], vocab: Vocabulary,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, max T + 2) `<START> words <END>` rows, right-padded with <PAD>."""
-    rows = [caption_tensor(ids, vocab, device)[0] for ids in captions]
-    return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=vocab.pad_idx)
-
-
 def gradcam_batch(model: Captioner, images: torch.Tensor, captions: Sequence[Sequence[int]],
                   vocab: Vocabulary | None = None, kind: CamKind = "gradcam", score: Score = "log_prob",
                   target_layer: str | int | None = None, max_batch: int = 256) -> list[np.ndarray]:
@@ -101,25 +93,33 @@ class GradCamSettings(MethodSettings):
         require(isinstance(self.shortcut, bool), f"shortcut must be True or False, got {self.shortcut!r}")
 
 
-def _explain_cams(ctx: ExplainContext, kind: CamKind, settings: GradCamSettings) -> MethodMaps:
-    (raw,) = word_cams(ctx.model, ctx.target, ctx.activations, ctx.captions, [ctx.num_words], kind, ctx.score,
-                       settings.max_batch, settings.shortcut)
-    raw_np = raw.float().cpu().numpy()
-    maps, placement = ctx.target.draw(raw_np, ctx.image_hw)
-    recorded = {"method": kind, "layer": ctx.target.name, "score": ctx.score, **settings.to_dict(),
-                "gradient_route": gradient_route(ctx.model, ctx.target, settings.shortcut), "placement": placement}
-    return MethodMaps(maps=maps, raw=raw_np, settings=recorded)
+def _explain_cams(contexts: Sequence[ExplainContext], kind: CamKind, settings: GradCamSettings) -> list[MethodMaps]:
+    """The CAMs of every word of every context's caption from one pass across the images (`word_cams`)."""
+    first = contexts[0]
+    captions = padded_captions([c.token_ids for c in contexts], first.vocab, first.captions.device)
+    activations = torch.cat([c.activations for c in contexts])
+    raws = word_cams(first.model, first.target, activations, captions, [c.num_words for c in contexts], kind,
+                     first.score, settings.max_batch, settings.shortcut)
+    route = gradient_route(first.model, first.target, settings.shortcut)
+    out = []
+    for ctx, raw in zip(contexts, raws):
+        raw_np = raw.float().cpu().numpy()
+        maps, placement = ctx.target.draw(raw_np, ctx.image_hw)
+        recorded = {"method": kind, "layer": ctx.target.name, "score": ctx.score, **settings.to_dict(),
+                    "gradient_route": route, "placement": placement}
+        out.append(MethodMaps(maps=maps, raw=raw_np, settings=recorded))
+    return out
 
 
-@register_method("gradcam", label="Grad-CAM", order=0, signed=False, settings=GradCamSettings,
-                 summary="gradient of each word's score at the target layer; all words in one pass")
-def gradcam(ctx: ExplainContext, settings: GradCamSettings) -> MethodMaps:
+@register_method("gradcam", label="Grad-CAM", order=0, signed=False, settings=GradCamSettings, batched=True,
+                 summary="gradient of each word's score at the target layer; all words of all images in one pass")
+def gradcam(contexts: Sequence[ExplainContext], settings: GradCamSettings) -> list[MethodMaps]:
     """Grad-CAM of every word: ReLU(sum_k mean_ij(d score_t / dA_kij) A_k), un-normalised."""
-    return _explain_cams(ctx, "gradcam", settings)
+    return _explain_cams(contexts, "gradcam", settings)
 
 
-@register_method("gradcam++", label="Grad-CAM++", order=1, signed=False, settings=GradCamSettings,
-                 summary="Grad-CAM++ weights (pytorch-grad-cam's closed form); all words in one pass")
-def gradcam_plus_plus(ctx: ExplainContext, settings: GradCamSettings) -> MethodMaps:
+@register_method("gradcam++", label="Grad-CAM++", order=1, signed=False, settings=GradCamSettings, batched=True,
+                 summary="Grad-CAM++ weights (pytorch-grad-cam's closed form); all words of all images in one pass")
+def gradcam_plus_plus(contexts: Sequence[ExplainContext], settings: GradCamSettings) -> list[MethodMaps]:
     """Grad-CAM++ of every word (see `cam_weights`), un-normalised."""
-    return _explain_cams(ctx, "gradcam++", settings)
+    return _explain_cams(contexts, "gradcam++", settings)

@@ -36,7 +36,14 @@ class Method:
     needs_attention: bool
     summary: str                  # one line: what it explains and what it costs
     settings: type[MethodSettings]
-    run: Callable[..., Any]       # run(ctx: ExplainContext, settings) -> MethodMaps
+    run: Callable[..., Any]       # run(ctx, settings) -> MethodMaps, or run(contexts, settings) -> list when batched
+    batched: bool = False         # run takes every image's context at once (one pass across images)
+
+    def explain(self, contexts: Sequence[Any], settings: MethodSettings) -> list[Any]:
+        """The method's maps for each context (ExplainContext), in one call when it is batched."""
+        if self.batched:
+            return list(self.run(contexts, settings))
+        return [self.run(ctx, settings) for ctx in contexts]
 
 
 METHODS: dict[str, Method] = {}
@@ -44,10 +51,12 @@ Run = TypeVar("Run", bound=Callable[..., Any])
 
 
 def register_method(name: str, *, label: str, order: int, signed: bool, summary: str,
-                    settings: type[MethodSettings], needs_attention: bool = False) -> Callable[[Run], Run]:
-    """Decorator: make `run(ctx, settings) -> MethodMaps` available as `methods=(name, ...)`."""
+                    settings: type[MethodSettings], needs_attention: bool = False,
+                    batched: bool = False) -> Callable[[Run], Run]:
+    """Decorator: make `run(ctx, settings) -> MethodMaps` available as `methods=(name, ...)`; with
+    `batched`, `run(contexts, settings) -> [MethodMaps]` explains every image of a batch in one call."""
     def wrap(run: Run) -> Run:
-        METHODS[name] = Method(name, label, order, signed, needs_attention, summary, settings, run)
+        METHODS[name] = Method(name, label, order, signed, needs_attention, summary, settings, run, batched)
         return run
     return wrap
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torch import nn
 
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models.protocol import Captioner
@@ -20,6 +21,13 @@ SCORES = ("log_prob", "logit")
 def caption_tensor(token_ids: Sequence[int], vocab: Vocabulary, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, T + 2) `<START> w1 .. wT <END>` for a caption's word ids."""
     return torch.tensor([[vocab.start_idx, *token_ids, vocab.end_idx]], dtype=torch.long, device=device)
+
+
+def padded_captions(captions: Sequence[Sequence[int]], vocab: Vocabulary,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, max T + 2) `<START> words <END>` rows, right-padded with <PAD>."""
+    rows = [caption_tensor(ids, vocab, device)[0] for ids in captions]
+    return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=vocab.pad_idx)
 
 
 def scores_from_features(model: Captioner, features: torch.Tensor, captions: torch.Tensor,
