@@ -299,7 +299,7 @@ def _report_view(expl: CaptionExplanation) -> CaptionExplanation:
     h, w = expl.image.shape[:2]
     scale = min(1.0, REPORT_HEAT_SIZE / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    methods = {name: MethodMaps(maps=_shrink(m.maps, size), raw=m.raw) for name, m in expl.methods.items()}
+    methods = {name: MethodMaps(raw=m.raw, maps=_shrink(m.maps, size)) for name, m in expl.methods.items()}
     return dataclasses.replace(expl, methods=methods)
 
 

@@ -202,9 +202,10 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
                                           "placement": "receptive fields"}
     result.save(tmp_path / "expl")
     loaded = CaptionExplanation.load(tmp_path / "expl")
-    for name in ("gradcam", "gradcam++", "attention"):
-        assert np.array_equal(loaded[name].maps, result[name].maps)
-        assert np.array_equal(loaded[name].raw, result[name].raw)
+    for name in ("gradcam", "gradcam++", "attention"):      # float16 raw maps: within 2^-11 of each map's peak
+        bound = 2.0 ** -11 * np.abs(result[name].raw).reshape(n_words, -1).max(1)[:, None, None] + 1e-9
+        assert (np.abs(loaded[name].maps - result[name].maps) <= bound).all()
+        assert (np.abs(loaded[name].raw - result[name].raw) <= bound).all()
     assert np.array_equal(loaded["attention"].extras["alphas"], result["attention"].extras["alphas"])
 
 

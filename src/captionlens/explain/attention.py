@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skimage.filters import gaussian
 
 from captionlens.explain.context import ExplainContext
+from captionlens.explain.maps import placement
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import padded_captions
@@ -51,10 +51,6 @@ def attention(contexts: Sequence[ExplainContext], settings: AttentionSettings) -
 def _draw(ctx: ExplainContext, weights: np.ndarray, grid_hw: tuple[int, int],
           settings: AttentionSettings) -> MethodMaps:
     raw = weights.reshape(ctx.num_words, *grid_hw)
-    maps, placement = ctx.target.draw(raw, ctx.image_hw, pooled=True)
-    if settings.sigma > 0:
-        cell = [h / g for h, g in zip(ctx.image_hw, grid_hw)]
-        maps = gaussian(maps, sigma=(0, settings.sigma * cell[0], settings.sigma * cell[1]),
-                        preserve_range=True).astype("float32")
-    recorded = {"method": "attention", **settings.to_dict(), "grid": list(grid_hw), "placement": placement}
-    return MethodMaps(maps=maps, raw=raw, settings=recorded, extras={"alphas": weights})
+    drawing = ctx.target.drawing(grid_hw, ctx.image_hw, pooled=True, sigma=settings.sigma)
+    recorded = {"method": "attention", **settings.to_dict(), "grid": list(grid_hw), "placement": placement(drawing)}
+    return MethodMaps(raw=raw, drawing=drawing, settings=recorded, extras={"alphas": weights})

@@ -18,6 +18,7 @@ import torch
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.gradients import gradient_route, word_gradients
+from captionlens.explain.maps import placement
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import Score, padded_captions
@@ -104,10 +105,10 @@ def _explain_cams(contexts: Sequence[ExplainContext], kind: CamKind, settings: G
     out = []
     for ctx, raw in zip(contexts, raws):
         raw_np = raw.float().cpu().numpy()
-        maps, placement = ctx.target.draw(raw_np, ctx.image_hw)
+        drawing = ctx.target.drawing(raw_np.shape[1:], ctx.image_hw)
         recorded = {"method": kind, "layer": ctx.target.name, "score": ctx.score, **settings.to_dict(),
-                    "gradient_route": route, "placement": placement}
-        out.append(MethodMaps(maps=maps, raw=raw_np, settings=recorded))
+                    "gradient_route": route, "placement": placement(drawing)}
+        out.append(MethodMaps(raw=raw_np, drawing=drawing, settings=recorded))
     return out
 
 

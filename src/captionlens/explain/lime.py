@@ -28,6 +28,7 @@ from skimage.segmentation import felzenszwalb, quickshift, slic
 from torchvision.transforms import functional as TF
 
 from captionlens.explain.context import ExplainContext
+from captionlens.explain.maps import Drawing
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import auto_batch_size, batched_word_scores
@@ -243,4 +244,4 @@ def lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
     extras = {"segments": segments.astype(np.int32), "weights": weights,
               "intercepts": intercepts.astype(np.float32), "r2": r2.astype(np.float32),
               "num_forward_passes": np.asarray(len(scores))}
-    return MethodMaps(maps=weights[:, segments], raw=weights, settings=recorded, extras=extras)
+    return MethodMaps(raw=weights, drawing=Drawing("segments", ctx.image_hw), settings=recorded, extras=extras)

@@ -16,7 +16,7 @@ import torch
 
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.lime import Fill, check_fill, fill_tensor, score_masked
-from captionlens.explain.maps import upsample
+from captionlens.explain.maps import Drawing
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import auto_batch_size, batched_word_scores
@@ -88,5 +88,5 @@ def occlusion(ctx: ExplainContext, settings: OcclusionSettings) -> MethodMaps:
     count = torch.einsum("ph,pw->hw", rows_f, cols_f)
     raw = (total / count).float().cpu()
     recorded = {**settings.to_dict(), "batch_size": batch_size, "score": ctx.score}
-    return MethodMaps(maps=upsample(raw, ctx.image_hw), raw=raw.numpy(), settings=recorded,
+    return MethodMaps(raw=raw.numpy(), drawing=Drawing("upsample", ctx.image_hw, height), settings=recorded,
                       extras={"num_forward_passes": np.asarray(len(occluded) + 1)})

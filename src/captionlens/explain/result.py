@@ -1,34 +1,58 @@
-"""`CaptionExplanation`: the one result every explanation method fills in, saved as .npz + .json."""
+"""`CaptionExplanation`: the one result every explanation method fills in, saved as .npz + .json.
+
+Storage (format 2): the image once, losslessly as PNG; per method its raw maps and how they are drawn,
+never the full-resolution maps (they are redrawn on load, behind the same API). Raw maps are kept in
+float16 after dividing each word's map by its largest |value| (the scale is kept in float32), so a
+value is off by at most 2^-11 of its map's largest |value| (float16's half-unit in the last place)
+wherever it lands, and so is every drawn pixel, a convex combination of raw values: one 4,096th of a
+map's range where a figure shows 256 colours. Files of format 1 (full-resolution float32 maps) load.
+"""
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from captionlens.atomic import atomic_path
+from captionlens.explain.maps import Drawing
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-@dataclass
 class MethodMaps:
     """One method's per-word maps for one caption.
 
-    `maps` is (T, H, W) float32 at the original image's resolution, `raw` the method's own
-    low-resolution maps (e.g. (T, 7, 7) for Grad-CAM). Values are the method's own units,
-    not normalised: Grad-CAM/attention are >= 0, LIME and occlusion are signed.
-    `extras` holds method-specific arrays (LIME: `segments` (H, W), `weights` (T, S), `r2` (T,);
-    attention: `alphas`) and `settings` the arguments the method ran with.
+    `raw` is the method's own low-resolution result (e.g. (T, 7, 7) for Grad-CAM, (T, S) superpixel
+    weights for LIME, (T, S, S) at the model input for occlusion) and `drawing` how it becomes `maps`,
+    (T, H, W) float32 at the original image's resolution, drawn when first read (or given as they
+    are). Values are the method's own units, not normalised: Grad-CAM/attention are >= 0, LIME and
+    occlusion are signed. `extras` holds method-specific arrays (LIME: `segments` (H, W), `weights`
+    (T, S), `r2` (T,); attention: `alphas`) and `settings` the arguments the method ran with.
     """
 
-    maps: np.ndarray
-    raw: np.ndarray
-    settings: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    def __init__(self, raw: np.ndarray, maps: np.ndarray | None = None, drawing: Drawing | None = None,
+                 settings: dict[str, Any] | None = None, seconds: float = 0.0,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
+        if maps is None and drawing is None:
+            raise ValueError("MethodMaps needs its maps or the drawing that makes them from the raw maps")
+        self.raw = raw
+        self.drawing = drawing
+        self.settings = settings or {}
+        self.seconds = seconds
+        self.extras = extras or {}
+        self._maps = maps
+
+    @property
+    def maps(self) -> np.ndarray:
+        if self._maps is None:
+            assert self.drawing is not None
+            self._maps = self.drawing.render(self.raw, self.extras)
+        return self._maps
 
 
 @dataclass
@@ -59,21 +83,27 @@ class CaptionExplanation:
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else), each atomically. No pickle anywhere."""
         stem = Path(stem)
-        arrays: dict[str, Any] = {
-            "image": self.image, "log_probs": np.asarray(self.log_probs, np.float32),
-            "token_ids": np.asarray(self.token_ids, np.int64)}
+        arrays: dict[str, Any] = {"image_png": _png(self.image), "log_probs": np.asarray(self.log_probs, np.float32),
+                                  "token_ids": np.asarray(self.token_ids, np.int64)}
         meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "caption": self.caption,
                                 "tokens": self.tokens, "source": self.source, "decoding": self.decoding,
                                 "image_path": self.image_path,
                                 "log_probs": [float(x) for x in self.log_probs], "methods": {},
                                 "suspect": self.suspect, "suspect_rule": self.suspect_rule}
         for name, result in self.methods.items():
-            arrays[f"{name}/maps"] = result.maps.astype(np.float32)
-            arrays[f"{name}/raw"] = result.raw.astype(np.float32)
+            arrays[f"{name}/raw"], arrays[f"{name}/raw_scale"] = _half(result.raw)
+            info: dict[str, Any] = {"settings": result.settings, "seconds": result.seconds,
+                                    "extras": sorted(result.extras)}
+            if result.drawing is None:                     # maps given as they are: keep them
+                arrays[f"{name}/maps"], arrays[f"{name}/maps_scale"] = _half(result.maps)
+            else:
+                info["drawing"] = result.drawing.to_json()
+                for axis in ("rows", "cols"):
+                    if getattr(result.drawing, axis) is not None:
+                        arrays[f"{name}/drawing/{axis}"] = np.asarray(getattr(result.drawing, axis), np.float32)
             for key, value in result.extras.items():
-                arrays[f"{name}/extras/{key}"] = np.asarray(value)
-            meta["methods"][name] = {"settings": result.settings, "seconds": result.seconds,
-                                     "extras": sorted(result.extras)}
+                arrays[f"{name}/extras/{key}"] = _compact(np.asarray(value))
+            meta["methods"][name] = info
         npz_path, json_path = stem.with_suffix(".npz"), stem.with_suffix(".json")
         with atomic_path(npz_path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -83,6 +113,7 @@ class CaptionExplanation:
 
     @classmethod
     def load(cls, stem: str | Path) -> CaptionExplanation:
+        """An explanation `save` wrote (format 1 or 2); maps are redrawn from the raw maps when first read."""
         stem = Path(stem)
         json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
         try:
@@ -93,16 +124,66 @@ class CaptionExplanation:
         except (json.JSONDecodeError, ValueError, OSError) as exc:
             raise ValueError(f"{stem}: unreadable explanation ({exc})") from None
         with arrays:
-            methods = {
-                name: MethodMaps(maps=arrays[f"{name}/maps"], raw=arrays[f"{name}/raw"],
-                                 settings=info["settings"], seconds=info["seconds"],
-                                 extras={k: arrays[f"{name}/extras/{k}"] for k in info["extras"]})
-                for name, info in meta["methods"].items()}
-            return cls(image=arrays["image"], tokens=list(meta["tokens"]),
+            methods = {name: _method(arrays, name, info) for name, info in meta["methods"].items()}
+            image = _from_png(arrays["image_png"]) if "image_png" in arrays else arrays["image"]
+            return cls(image=image, tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
                        methods=methods, source=meta["source"], decoding=meta["decoding"],
                        image_path=meta.get("image_path"), suspect=meta.get("suspect"),
                        suspect_rule=meta.get("suspect_rule"))
+
+
+def _method(arrays: Any, name: str, info: dict[str, Any]) -> MethodMaps:
+    extras = {k: arrays[f"{name}/extras/{k}"] for k in info["extras"]}
+    raw = _full(arrays, f"{name}/raw")
+    common = {"settings": info["settings"], "seconds": info["seconds"], "extras": extras}
+    if "drawing" not in info:                             # format 1, or maps given as they were
+        return MethodMaps(raw=raw, maps=_full(arrays, f"{name}/maps"), **common)
+    spec = info["drawing"]
+    centres = {axis: arrays[f"{name}/drawing/{axis}"].astype(np.float64) for axis in ("rows", "cols")
+               if f"{name}/drawing/{axis}" in arrays}
+    drawing = Drawing(spec["kind"], tuple(spec["image_hw"]), int(spec["input_size"]), centres.get("rows"),
+                      centres.get("cols"), float(spec["sigma"]))
+    return MethodMaps(raw=raw, drawing=drawing, **common)
+
+
+def _half(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values / each map's largest |value| in float16, those scales in float32); a zero map keeps scale 1."""
+    values = np.asarray(values, np.float32)
+    flat = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
+    scale = np.abs(flat).max(1) if flat.size else np.zeros(len(flat), np.float32)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return (flat / scale[:, None]).reshape(values.shape).astype(np.float16), scale
+
+
+def _full(arrays: Any, key: str) -> np.ndarray:
+    """The float32 values `_half` packed under `key` (or stored as they were, format 1)."""
+    values = arrays[key]
+    if f"{key}_scale" not in arrays:
+        return np.asarray(values, np.float32)
+    scale = arrays[f"{key}_scale"].astype(np.float32)
+    return (values.astype(np.float32).reshape(len(scale), -1) * scale[:, None]).reshape(values.shape)
+
+
+def _compact(values: np.ndarray) -> np.ndarray:
+    """Integer arrays in the smallest unsigned (or signed) type that holds them; others as they are."""
+    if values.dtype.kind in "iu" and values.size:
+        for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= values.min() and values.max() <= info.max:
+                return values.astype(dtype)
+    return values
+
+
+def _png(image: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG", optimize=True)
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def _from_png(data: np.ndarray) -> np.ndarray:
+    with Image.open(io.BytesIO(data.tobytes())) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,12 +5,11 @@ gradient taken at A never goes below the stage. Built from the `Captioner` proto
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from captionlens.explain.geometry import Centres, cell_centres, place_maps
-from captionlens.explain.maps import upsample
+from captionlens.explain.geometry import Centres, cell_centres
+from captionlens.explain.maps import Drawing
 from captionlens.models.protocol import Captioner
 
 
@@ -43,14 +42,14 @@ class TargetLayer:
             self._centres[pooled] = cell_centres(layers, self.input_size)
         return self._centres[pooled]
 
-    def draw(self, raw: np.ndarray, image_hw: tuple[int, int], pooled: bool = False) -> tuple[np.ndarray, str]:
-        """(T, h, w) maps on this layer's grid (or the pooled one's) -> (T, H, W) on the image, each cell
-        drawn at its receptive field's centre; and how they were placed ("receptive fields" or, for a
-        layer of unknown geometry, "uniform": plain bilinear upsampling)."""
+    def drawing(self, grid: tuple[int, int], image_hw: tuple[int, int], pooled: bool = False,
+                sigma: float = 0.0) -> Drawing:
+        """How maps on this layer's `grid` (or the pooled map's) are drawn on an image: each cell at its
+        receptive field's centre, or, for a layer of unknown geometry, by plain bilinear upsampling."""
         centres = self.centres(pooled)
-        if centres is None or tuple(len(c) for c in centres) != tuple(raw.shape[1:]):
-            return upsample(raw, image_hw), "uniform"
-        return place_maps(raw, centres, image_hw, self.input_size), "receptive fields"
+        if centres is None or tuple(len(c) for c in centres) != tuple(grid):
+            return Drawing("upsample", image_hw, self.input_size, sigma=sigma)
+        return Drawing("centres", image_hw, self.input_size, centres[0], centres[1], sigma)
 
     @property
     def pools_globally(self) -> bool:

@@ -1,0 +1,91 @@
+"""CaptionExplanation files: compact (a real 500x375 photo, five methods, twelve words, under 1 MB),
+maps read back within the stated float16 bound of the maps computed, format-1 files still load."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skimage_data
+
+from captionlens.data.images import Preprocessing
+from captionlens.data.vocabulary import Vocabulary
+from captionlens.explain import explain
+from captionlens.explain.result import CaptionExplanation
+from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel
+from tiny_captioner import calibrate_batchnorm
+
+METHODS = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
+WORDS = "a dog sits on the grass next to a small red ball and a cup of coffee".split()
+
+
+@pytest.fixture(scope="module")
+def photo_explanation() -> CaptionExplanation:
+    """scikit-image's coffee photo at 500 x 375, a 224 px attention model, a twelve-word caption."""
+    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS))
+    torch.manual_seed(0)
+    vocab = Vocabulary(sorted(set(WORDS)))
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
+                                                     attention_dim=16, backbone="tiny", grid_size=7,
+                                                     preprocessing=Preprocessing(image_size=224)))
+    calibrate_batchnorm(model, 224)
+    model.vocab = vocab
+    caption = " ".join(WORDS[:12])
+    return explain(model, photo, METHODS, caption=caption, settings={"lime": {"num_samples": 60}})
+
+
+def _bound(raw: np.ndarray) -> np.ndarray:
+    """The stated bound: 2^-11 of each word's largest |raw value| (float16 of the scaled raw maps)."""
+    return 2.0 ** -11 * np.abs(raw).reshape(len(raw), -1).max(1)[:, None, None] + 1e-12
+
+
+def test_a_photo_with_five_methods_and_twelve_words_fits_in_one_megabyte(photo_explanation, tmp_path):
+    expl = photo_explanation
+    assert expl.image.shape == (375, 500, 3) and len(expl.tokens) == 12
+    npz, meta = expl.save(tmp_path / "explanation")
+    size = npz.stat().st_size + meta.stat().st_size
+    assert size <= 1_000_000, f"{size} bytes"
+    # the format-1 layout of the same explanation: every map at full resolution in float32
+    full = {f"{m}/maps": expl[m].maps for m in METHODS}
+    np.savez_compressed(tmp_path / "format1.npz", image=expl.image, **full)
+    assert (tmp_path / "format1.npz").stat().st_size > 10 * size
+
+
+def test_maps_read_back_within_the_stated_bound(photo_explanation, tmp_path):
+    expl = photo_explanation
+    expl.save(tmp_path / "explanation")
+    loaded = CaptionExplanation.load(tmp_path / "explanation")
+    assert np.array_equal(loaded.image, expl.image)                      # the photo, losslessly
+    assert loaded.tokens == expl.tokens and np.allclose(loaded.log_probs, expl.log_probs)
+    for name in METHODS:
+        maps, again = expl[name].maps, loaded[name].maps
+        assert again.shape == maps.shape == (12, 375, 500) and again.dtype == np.float32
+        error = np.abs(again - maps)
+        raw = expl[name].raw if expl[name].raw.ndim == 3 else expl[name].raw[:, :, None]
+        assert (error <= _bound(raw)).all(), name
+        assert error.max() > 0 or np.abs(maps).max() == 0, name        # it really is float16, not a copy
+    assert loaded["gradcam"].settings == expl["gradcam"].settings
+    assert np.array_equal(loaded["lime"].extras["segments"], expl["lime"].extras["segments"])
+
+
+def test_a_format_1_file_still_loads(photo_explanation, tmp_path):
+    expl = photo_explanation
+    arrays = {"image": expl.image, "log_probs": np.asarray(expl.log_probs, np.float32),
+              "token_ids": np.asarray(expl.token_ids, np.int64)}
+    methods = {}
+    for name in ("gradcam", "lime"):
+        arrays[f"{name}/maps"] = expl[name].maps
+        arrays[f"{name}/raw"] = expl[name].raw.astype(np.float32)
+        for key, value in expl[name].extras.items():
+            arrays[f"{name}/extras/{key}"] = value
+        methods[name] = {"settings": expl[name].settings, "seconds": 0.5, "extras": sorted(expl[name].extras)}
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    (tmp_path / "old.json").write_text(json.dumps({
+        "format_version": 1, "caption": expl.caption, "tokens": expl.tokens, "source": "given",
+        "decoding": {}, "image_path": None, "log_probs": [float(x) for x in expl.log_probs], "methods": methods}))
+    old = CaptionExplanation.load(tmp_path / "old")
+    for name in ("gradcam", "lime"):
+        assert np.array_equal(old[name].maps, expl[name].maps)           # stored as they were: exact
+    assert old.suspect is None and old["gradcam"].seconds == 0.5
