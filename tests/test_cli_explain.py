@@ -33,7 +33,7 @@ def test_explain_expands_a_quoted_glob_and_reports_each_bad_file(tmp_path: Path,
     broken = write_broken(tmp_path / "broken")
     out = tmp_path / "out"
     result = run("explain", tmp_path / "photos" / "*.png", tmp_path / "broken", "--checkpoint", checkpoint,
-                 "--methods", "gradcam, gradcam++", "--output-dir", out, *FAST)
+                 "--methods", "gradcam, gradcam++", "--output-dir", out, "--figures", "all", *FAST)
     assert result.exit_code == 1, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 3
@@ -42,7 +42,8 @@ def test_explain_expands_a_quoted_glob_and_reports_each_bad_file(tmp_path: Path,
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(Path(f["path"]) for f in summary["failed"]) == sorted(broken)
     assert [Path(d["path"]) for d in summary["done"]] == good and summary["methods"] == ["gradcam", "gradcam++"]
-    assert (out / "a" / "comparison.png").is_file() and (out / "index.html").is_file()
+    assert {"comparison.png", "triptych-gradcam.png", "grid-gradcam.png"} <= {p.name for p in (out / "a").iterdir()}
+    assert (out / "index.html").is_file()
     assert "2 explained" in result.stdout and str(out / "index.html") in result.stdout
 
 

@@ -48,7 +48,8 @@ def test_bad_files_are_reported_once_and_the_good_ones_done(tmp_path: Path, caps
     assert sorted(report_names(summary.index_html)) == ["one", "three", "two"]
     for path in good:  # batched results land in the right folder: compare with explaining the file alone
         folder = tmp_path / "out" / path.stem
-        assert {"grid-gradcam.png", "grid-gradcam++.png", "comparison.png"} <= {p.name for p in folder.iterdir()}
+        assert {p.name for p in folder.iterdir()} == {"grid-gradcam.png", "grid-gradcam++.png", "explanation.json",
+                                                      "explanation.npz"}  # figures "grid": no matplotlib figures
         saved = CaptionExplanation.load(folder / "explanation")
         alone = explain(model, path, ("gradcam", "gradcam++"), beam_size=2, max_length=3)
         assert saved.tokens == alone.tokens and saved.image_path == str(path)
@@ -81,21 +82,21 @@ def test_interrupted_run_leaves_only_complete_folders_and_resume_finishes(tmp_pa
     model = tiny_model()
     paths = write_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
     out = tmp_path / "out"
-    real_save, saved = export_module.save_figure, []
+    real_save, saved = export_module.save_tiles, []
 
-    def interrupted(fig, path, *args, **kwargs):
+    def interrupted(tiles, path, *args, **kwargs):
         saved.append(path)
-        if len(saved) == 2:  # one grid figure per image: this is the second image
+        if len(saved) == 2:  # one word-tile image per image: this is the second image
             raise KeyboardInterrupt
-        return real_save(fig, path, *args, **kwargs)
+        return real_save(tiles, path, *args, **kwargs)
 
-    monkeypatch.setattr(export_module, "save_figure", interrupted)
+    monkeypatch.setattr(export_module, "save_tiles", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_explanations(model, paths, out, **FAST)
     assert sorted(p.name for p in out.iterdir()) == ["a"]  # no temporary folder, no half-written "b"
     first = (out / "a" / "explanation.json").stat().st_mtime_ns
 
-    monkeypatch.setattr(export_module, "save_figure", real_save)
+    monkeypatch.setattr(export_module, "save_tiles", real_save)
     explained = []
     real_batch = api.explain_batch
     monkeypatch.setattr(api, "explain_batch", lambda m, images, *a, **k: explained.extend(images) or

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from captionlens import distributed
 from captionlens.data.datasets import FORMATS
 from captionlens.data.images import INTERPOLATIONS, ImageLoadError, Preprocessing
 from captionlens.evaluate.caption_metrics import METRICS
@@ -117,7 +118,9 @@ def main() -> None:
               show_default=True)
 @click.option("--epochs", type=POSITIVE, default=train_default("epochs"), show_default=True)
 @click.option("--batch-size", type=POSITIVE, default=train_default("batch_size"), show_default=True,
-              help="Images per step, each with all its captions.")
+              help="Images per step, each with all its captions (over all processes under torchrun).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=train_default("dropout"),
+              show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=train_default("lr"), show_default=True)
 @click.option("--beam-size", type=POSITIVE, default=train_default("beam_size"), show_default=True,
               help="Beam of the validation captions.")
@@ -129,12 +132,19 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def train(format_: str | None, **options: Any) -> None:
     """Train a captioning model; checkpoints, log and curves go to --out. The architecture and sizes
-    follow the data unless given, and are printed before training starts."""
+    follow the data unless given, and are printed before training starts. Under `torchrun
+    --nproc_per_node N -m captionlens train ...` it trains with DistributedDataParallel (NCCL on GPUs,
+    gloo on CPU); --batch-size stays the global batch."""
     from captionlens.training import train as run_training
 
-    result = run_training(TrainConfig(format=format_, **options))
-    click.echo(f"best val BLEU-4 {result.best_bleu4:.3f} in {result.seconds:.0f} s; "
-               f"best checkpoint {result.best_checkpoint}, last {result.last_checkpoint}")
+    world = distributed.join()  # under torchrun: DistributedDataParallel over the processes
+    try:
+        result = run_training(TrainConfig(format=format_, **options))
+    finally:
+        distributed.leave()
+    if world.is_main:
+        click.echo(f"best val BLEU-4 {result.best_bleu4:.3f} in {result.seconds:.0f} s; "
+                   f"best checkpoint {result.best_checkpoint}, last {result.last_checkpoint}")
 
 
 @main.command()
@@ -214,26 +224,49 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
               help="Perturbed images per LIME run.")
 @click.option("--suspect-rule", type=click.Path(path_type=Path), default=None,
               help="evaluation.json of `captionlens evaluate-explanations`: flag suspect words by its rule.")
+@click.option("--figures", type=click.Choice(["none", "grid", "all"]), default="grid", show_default=True,
+              help="grid: one image of word overlays per method (fast); all: also the matplotlib method "
+                   "comparison and triptych; none: explanation files and the report only.")
 def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
             output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int,
-            suspect_rule: Path | None) -> None:
+            suspect_rule: Path | None, figures: str) -> None:
     """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
     explanation files, index.html and summary.json in --output-dir. Unreadable images are reported and
-    skipped (exit 1)."""
+    skipped (exit 1). Under `torchrun --nproc_per_node N -m captionlens explain ...` each process explains
+    a disjoint share and rank 0 writes one report and summary over all."""
     from captionlens.export import export_explanations
     from captionlens.models.checkpoints import load_checkpoint
 
     names = comma_list(methods)
     settings = {"lime": {"num_samples": lime_samples}} if "lime" in names else {}
     rule = SuspectRule.load(suspect_rule) if suspect_rule else None
-    ckpt = load_checkpoint(checkpoint, pick_device(device))
-    summary = export_explanations(ckpt.model, expand_images(images), output_dir, names, beam_size=beam_size,
-                                  max_length=max_length, batch_size=batch_size, resume=resume, settings=settings,
-                                  suspect_rule=rule)
-    click.echo(f"{len(summary.done)} explained, {len(summary.skipped)} already done, {len(summary.failed)} failed "
-               f"in {summary.seconds:.1f} s; summary: {output_dir / 'summary.json'}")
-    if summary.index_html:
-        click.echo(f"report: {summary.index_html}")
+    world = distributed.join("gloo")  # under torchrun: each process explains its share of the images
+    try:
+        ckpt = load_checkpoint(checkpoint, world.device(device))
+        summary = export_explanations(ckpt.model, expand_images(images), output_dir, names, beam_size=beam_size,
+                                      max_length=max_length, batch_size=batch_size, resume=resume,
+                                      settings=settings, suspect_rule=rule, figures=figures)
+    finally:
+        distributed.leave()
+    if world.is_main:
+        click.echo(f"{len(summary.done)} explained, {len(summary.skipped)} already done, {len(summary.failed)} "
+                   f"failed in {summary.seconds:.1f} s; summary: {output_dir / 'summary.json'}")
+        if summary.index_html:
+            click.echo(f"report: {summary.index_html}")
+        if not summary.ok:  # rank 0 alone says so: torchrun passes its code on, and stops no sibling early
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+def report(folder: Path) -> None:
+    """Rebuild index.html and summary.json of FOLDER (an `explain` --output-dir) from its finished image
+    folders: after a run stopped before writing them, or to merge folders of several runs. Exit 1 when
+    the summary lists failed images."""
+    from captionlens.export import rebuild_report
+
+    summary = rebuild_report(folder)
+    click.echo(f"{len(summary.done)} images, {len(summary.failed)} failed; report: {summary.index_html}")
     if not summary.ok:
         sys.exit(1)
 

@@ -100,7 +100,7 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
                if best.model.has_attention or not METHODS[name].needs_attention]
     with steps.timed("report", f"explaining {n_report} held-out images with {', '.join(methods)} ..."):
         report = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
-                                     methods, max_length=max_length, figures=(), progress=False,
+                                     methods, max_length=max_length, figures="none", progress=False,
                                      settings={**REPORT_SETTINGS, "lime": {"num_samples": lime_samples}})
         docs = _docs_figures(report, Path(docs_dir)) if docs_dir else {}
     files = {"data": data, "checkpoint": trained.last_checkpoint, "best checkpoint": trained.best_checkpoint,

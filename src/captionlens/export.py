@@ -2,9 +2,9 @@
 
 Layout of `out_dir`:
     <folder>/explanation.npz|json   the `CaptionExplanation` (json written last)
-    <folder>/grid-<method>.png      per-word overlays, one figure per method
-    <folder>/comparison.png         words x methods (when more than one method)
-    <folder>/triptych-<method>.png  image / heatmap / overlay of the first word (when asked for)
+    <folder>/grid-<method>.png|jpg  per-word overlays, one image per method (`viz.tiles`; figures "grid", "all")
+    <folder>/comparison.png         words x methods, matplotlib (figures "all", more than one method)
+    <folder>/triptych-<method>.png  image / heatmap / overlay of the first word, matplotlib (figures "all")
     index.html, assets/             `viz.report.write_report` over every complete folder
     summary.json                    what was done, skipped and failed, timings, settings
 
@@ -34,17 +34,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from captionlens import distributed
 from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, load_image
 from captionlens.explain import api
+from captionlens.explain.registry import ordered_methods
 from captionlens.explain.result import CaptionExplanation, MethodMaps
 from captionlens.explain.statistics import SuspectRule
 from captionlens.models.protocol import Captioner
-from captionlens.viz.figures import method_comparison, save_figure, triptych, word_grid
+from captionlens.viz.figures import method_comparison, save_figure, triptych
 from captionlens.viz.overlay import resize_map
 from captionlens.viz.report import ASSETS, write_report
+from captionlens.viz.tiles import save_tiles, tiles_suffix, word_tiles
 
-FIGURES = ("grid", "comparison", "triptych")
+FIGURES = ("none", "grid", "all")   # what a user needs to look at one image is "grid", the default
 EXPLANATION = "explanation"        # explanation.npz + explanation.json
 SUMMARY = "summary.json"
 PARTIAL_PREFIX = ".partial-"       # temporary folders; never listed as results
@@ -77,7 +80,7 @@ class _Job:
 def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                         methods: Sequence[str] = ("gradcam",), beam_size: int = 3, batch_size: int = 8,
                         resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
-                        figures: Sequence[str] = ("grid", "comparison"), progress: bool = True,
+                        figures: str = "grid", progress: bool = True,
                         max_length: int = 20, suspect_rule: SuspectRule | None = None) -> ExportSummary:
     """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
 
@@ -90,18 +93,23 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
     api.check_explain_arguments(model, methods, beam_size, max_length, "log_prob", None, settings, suspect_rule)
     options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {},
                "suspect_rule": suspect_rule}
+    world = distributed.current()
     start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_partials(out)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_partials(out)
+    world.barrier()
     summary = ExportSummary(out)
-    pending = _pending_jobs(out, image_paths, methods, resume, summary)
-    timings = {"explain": 0.0, "figures": 0.0, "report": 0.0}
+    pending = _pending_jobs(out, image_paths, methods, resume, summary)  # the same on every rank
+    world.barrier()  # every rank has read `out` before any writes to it
+    timings = {"explain": 0.0, "figures": 0.0}
     method_seconds = dict.fromkeys(methods, 0.0)
+    mine = pending[world.rank::world.size]
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
-    with tqdm(total=len(pending), unit="img", disable=None if progress else True, file=sys.stderr,
+    with tqdm(total=len(mine), unit="img", disable=None if progress and world.is_main else True, file=sys.stderr,
               desc="explaining") as bar:
-        for batch in _chunks(pending, batch_size):
+        for batch in _chunks(mine, batch_size):
             tick = time.perf_counter()
             outcomes = list(_explain_jobs(model, batch, methods, options))
             timings["explain"] += time.perf_counter() - tick
@@ -116,12 +124,75 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
                         method_seconds[name] += outcome[name].seconds
                     summary.done.append({"path": str(job.path), "folder": job.folder, "caption": outcome.caption})
                 bar.update(1)
-    tick = time.perf_counter()
-    summary.index_html = _write_index(out)
-    timings["report"] = time.perf_counter() - tick
-    summary.seconds = time.perf_counter() - start
-    _write_summary(summary, methods, options, figures, timings, method_seconds)
+    work = _merge_ranks(world, summary, pending, timings, method_seconds)
+    if world.is_main:
+        tick = time.perf_counter()
+        summary.index_html = _write_index(out)
+        work["seconds"]["report"] = time.perf_counter() - tick
+        summary.seconds = time.perf_counter() - start
+        _write_summary(summary, methods, options, figures, work)
+    world.barrier()  # the merged files exist when any rank returns
     return summary
+
+
+def _merge_ranks(world: distributed.World, summary: ExportSummary, pending: list[_Job],
+                 timings: dict[str, float], method_seconds: dict[str, float]) -> dict[str, Any]:
+    """Every rank's done and failed images into `summary`, in input order, and the ranks' timings:
+    work summed over ranks, the slowest rank's for the throughput."""
+    order = {str(job.path): i for i, job in enumerate(pending)}
+    shards = world.gather((summary.done, summary.failed, timings, method_seconds))
+    summary.done = sorted((d for done, _, _, _ in shards for d in done), key=lambda d: order[d["path"]])
+    summary.failed = sorted((f for _, failed, _, _ in shards for f in failed), key=lambda f: order[f["path"]])
+    slowest = max(sum(t.values()) for _, _, t, _ in shards)
+    return {"seconds": {k: sum(t[k] for _, _, t, _ in shards) for k in timings},
+            "method_seconds": {k: sum(m[k] for _, _, _, m in shards) for k in method_seconds},
+            "processes": world.size,
+            "images_per_second": len(summary.done) / slowest if slowest > 0 else None}
+
+
+def rebuild_report(out_dir: str | os.PathLike) -> ExportSummary:
+    """index.html and summary.json of `out_dir` rebuilt from its complete image folders (`captionlens report`).
+
+    For a run whose processes were stopped before the merged files were written, or folders gathered
+    from several runs. Settings and failures are kept from an existing summary.json (a failure that now
+    has a complete folder is dropped); `done` lists every complete folder.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: no such folder")
+    folders = _result_folders(out)
+    if not folders:
+        raise ValueError(f"{out}: no complete image folder (with explanation.json and explanation.npz) to report")
+    previous = _read_previous_summary(out / SUMMARY)
+    summary = ExportSummary(out)
+    metas = {folder.name: _read_meta(folder) or {} for folder in folders}
+    summary.done = [{"path": str(meta.get("image_path")), "folder": name, "caption": meta.get("caption", "")}
+                    for name, meta in metas.items()]
+    done_paths = {d["path"] for d in summary.done}
+    summary.failed = [f for f in previous.get("failed", []) if f.get("path") not in done_paths]
+    methods = previous.get("methods") or ordered_methods({m for meta in metas.values()
+                                                          for m in meta.get("methods", {})})
+    summary.index_html = _write_index(out)
+    summary.seconds = time.perf_counter() - start
+    decoding = previous.get("decoding", {})
+    options = {"beam_size": decoding.get("beam_size"), "max_length": decoding.get("max_length"),
+               "settings": previous.get("settings", {}), "suspect_rule": None}
+    work = {"seconds": {"report": summary.seconds}, "method_seconds": previous.get("method_seconds", {}),
+            "processes": previous.get("processes", 1), "images_per_second": previous.get("images_per_second")}
+    _write_summary(summary, list(methods), options, previous.get("figures", "grid"), work,
+                   suspect_rule=previous.get("suspect_rule"))
+    return summary
+
+
+def _read_previous_summary(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable summary ({exc}); move it away to rebuild from the folders") from None
+    return data if isinstance(data, dict) else {}
 
 
 def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: list[str], resume: bool,
@@ -137,7 +208,7 @@ def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: 
     return pending
 
 
-def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures: Sequence[str],
+def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures: str,
                      batch_size: int) -> None:
     """Usage errors of the export itself, raised before any work (they would otherwise fail every image alike);
     `api.check_explain_arguments` checks the explanation's."""
@@ -147,9 +218,8 @@ def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures
         raise ValueError("no explanation methods given")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    bad_figures = [f for f in figures if f not in FIGURES]
-    if bad_figures:
-        raise ValueError(f"unknown figure(s) {bad_figures}; choose from {FIGURES}")
+    if figures not in FIGURES:
+        raise ValueError(f"unknown figures {figures!r}; choose from {FIGURES}")
 
 
 def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
@@ -255,8 +325,7 @@ def _fail(summary: ExportSummary, job: _Job, error: Exception) -> None:
     summary.failed.append({"path": str(job.path), "error": message})
 
 
-def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str],
-                  figures: Sequence[str]) -> None:
+def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
     """Figures, then explanation.npz and .json, into a temporary folder renamed to out/folder."""
     build = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
     try:
@@ -277,13 +346,15 @@ def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: lis
         raise
 
 
-def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: Sequence[str]) -> None:
-    if "grid" in figures:
-        for name in methods:
-            save_figure(word_grid(expl, name), folder / f"grid-{name}.png")
-    if "comparison" in figures and len(methods) > 1:
-        save_figure(method_comparison(expl, methods), folder / "comparison.png")
-    if "triptych" in figures:
+def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
+    if figures == "none":
+        return
+    suffix = tiles_suffix(expl.image.shape)
+    for name in methods:
+        save_tiles(word_tiles(expl, name), folder / f"grid-{name}{suffix}")
+    if figures == "all":
+        if len(methods) > 1:
+            save_figure(method_comparison(expl, methods), folder / "comparison.png")
         save_figure(triptych(expl, methods[0], 0), folder / f"triptych-{methods[0]}.png")
 
 
@@ -312,22 +383,23 @@ def _write_index(out: Path) -> Path | None:
     folders = _result_folders(out)
     if not folders:
         return None
-    views = [_report_view(CaptionExplanation.load(folder / EXPLANATION)) for folder in folders]
+    views = (_report_view(CaptionExplanation.load(folder / EXPLANATION)) for folder in folders)
     return write_report(views, out, image_names=[f.name for f in folders], heat_size=REPORT_HEAT_SIZE)
 
 
-def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str, Any], figures: Sequence[str],
-                   timings: dict[str, float], method_seconds: dict[str, float]) -> None:
-    work = timings["explain"] + timings["figures"]
+def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str, Any], figures: str,
+                   work: dict[str, Any], suspect_rule: str | None = None) -> None:
+    rule = options["suspect_rule"]
     data = {
         "format_version": 1, "methods": methods, "settings": options["settings"],
         "decoding": {"beam_size": options["beam_size"], "max_length": options["max_length"]},
-        "suspect_rule": options["suspect_rule"].describe() if options["suspect_rule"] else None,
-        "figures": list(figures), "images": len(summary.done) + len(summary.skipped) + len(summary.failed),
+        "suspect_rule": rule.describe() if rule else suspect_rule,
+        "figures": figures, "images": len(summary.done) + len(summary.skipped) + len(summary.failed),
         "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
-        "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(summary.seconds, 3)},
-        "method_seconds": {k: round(v, 3) for k, v in method_seconds.items()},
-        "images_per_second": round(len(summary.done) / work, 3) if work > 0 else None,
+        "processes": work["processes"],
+        "seconds": {**{k: round(v, 3) for k, v in work["seconds"].items()}, "total": round(summary.seconds, 3)},
+        "method_seconds": {k: round(v, 3) for k, v in work["method_seconds"].items()},
+        "images_per_second": round(work["images_per_second"], 3) if work["images_per_second"] else None,
         "index_html": summary.index_html.name if summary.index_html else None,
     }
     with atomic_path(summary.out_dir / SUMMARY) as tmp:

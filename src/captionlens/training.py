@@ -5,6 +5,14 @@
 scheduler and grad-scaler state, read back with weights_only=True) in `out_dir`, with a JSONL log
 (`train_log.jsonl`, one line per epoch) and a loss/BLEU plot (`training_curves.png`).
 
+Under `torchrun` (see `captionlens.distributed`) the same function trains with DistributedDataParallel:
+`batch_size` stays the global batch (split evenly over the processes), the images are shuffled into
+one order for any number of processes and dealt out to them, the loss is normalised by the global word
+count, and validation captions are shared out and gathered; so N processes take the same steps as one
+process with the same batch (up to float rounding, and except dropout masks and, on CPU, the
+trunk's BatchNorm statistics, which are per process there; on GPUs they are synchronised). Rank 0
+writes every file; `resume` works as in one process.
+
 Each batch holds whole images with all their captions: the encoder runs once per image, not once per
 caption. The model's sizes follow the data unless given (`RECIPES`): the tiny Show-Attend-Tell model
 on the synthetic shapes data (`captionlens demo`), an ImageNet-pretrained ResNet-50 at 224 px for
@@ -29,15 +37,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from captionlens import distributed
 from captionlens.atomic import atomic_path
 from captionlens.data.datasets import CaptionTrainingSet, detect_format, load_dataset
 from captionlens.data.images import Preprocessing
+from captionlens.data.records import CaptionRecord
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.evaluate.caption_metrics import evaluate_model
+from captionlens.evaluate.caption_metrics import predict_captions, score_captions
 from captionlens.models.base import CaptionModel
 from captionlens.models.checkpoints import CheckpointError, assemble, save_checkpoint
 from captionlens.models.config import CaptionerConfig, build_model, config_from_dict
@@ -68,7 +80,7 @@ class TrainConfig:
     num_layers: int = 1                       # show-tell only
     dropout: float = 0.1
     epochs: int = 5
-    batch_size: int = 16                      # images per step (each with all its captions)
+    batch_size: int = 16                      # images per step (each with all its captions), over all processes
     lr: float = 1e-3                          # 1.5e-3 and up trained the demo model worse
     weight_decay: float = 1e-4
     schedule: str = "cosine"                  # cosine | step (x step_gamma every step_epochs epochs)
@@ -197,19 +209,30 @@ def collate_images(batch: Sequence[tuple[torch.Tensor, list[torch.Tensor]]], pad
     return images, pad_sequence(captions, batch_first=True, padding_value=pad_idx), owner
 
 
-def caption_loss(model: CaptionModel, images: torch.Tensor, captions: torch.Tensor, owner: torch.Tensor,
-                 pad_idx: int, attention_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_loss(model: nn.Module, images: torch.Tensor, captions: torch.Tensor, owner: torch.Tensor,
+                 pad_idx: int, attention_lambda: float, world: distributed.World = distributed.SINGLE
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(objective, cross-entropy): the cross-entropy of every next word (<PAD> ignored) under the model's
-    training forward, plus for attention models the doubly stochastic penalty lambda * mean((1 -
-    sum_t alpha_t)^2) over the non-pad steps (Xu et al., 2015, eq. 14). The penalty never reaches 0
-    when a caption is shorter than the number of regions, so the log reports the cross-entropy alone."""
+    training forward (`model` is the CaptionModel or its DistributedDataParallel wrapper), plus for
+    attention models the doubly stochastic penalty lambda * mean((1 - sum_t alpha_t)^2) over the non-pad
+    steps (Xu et al., 2015, eq. 14). The penalty never reaches 0 when a caption is shorter than the number
+    of regions, so the log reports the cross-entropy alone (this process's batch's).
+
+    Across processes, both means are over the global batch: sums divided by the counts summed over the
+    ranks, times the world size because DistributedDataParallel averages the ranks' gradients."""
     logits, alphas = model(images, captions, owner)
     targets = captions[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=pad_idx)
-    if alphas is None or attention_lambda <= 0:
-        return ce, ce
-    coverage = (alphas.float() * (targets != pad_idx).unsqueeze(-1)).sum(1)
-    return ce + attention_lambda * ((1 - coverage) ** 2).mean(), ce
+    ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                             ignore_index=pad_idx, reduction="sum")
+    words = (targets != pad_idx).sum()
+    penalty_sum, penalty_count = ce_sum.new_zeros(()), 1.0
+    if alphas is not None and attention_lambda > 0:
+        coverage = (alphas.float() * (targets != pad_idx).unsqueeze(-1)).sum(1)
+        penalty_sum, penalty_count = ((1 - coverage) ** 2).sum(), float(coverage.numel())
+    counts = torch.stack([words.to(ce_sum.dtype), ce_sum.new_tensor(penalty_count)])
+    totals = world.all_sum(counts.detach())
+    objective = world.size * (ce_sum / totals[0] + attention_lambda * penalty_sum / totals[1])
+    return objective, ce_sum.detach() / words
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
@@ -269,12 +292,18 @@ class _Run:
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) a captioning model as `config` says; see the module doc for what it writes."""
     start = time.perf_counter()
-    device = pick_device(config.device)
+    world = distributed.current()
+    device = world.device(config.device)
     amp = device.type == "cuda" if config.amp is None else config.amp
     if amp and device.type != "cuda":
         raise ValueError("amp=True needs a CUDA device")
+    if config.batch_size % world.size:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) does not split evenly over "
+                         f"{world.size} processes")
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    world.barrier()
     seed_everything(config.seed)
     dataset = load_dataset(config.data, config.format)
     config = config.for_data(config.format or detect_format(config.data))
@@ -283,21 +312,29 @@ def train(config: TrainConfig) -> TrainResult:
         raise ValueError(f"{config.data}: needs images in both the train and the val split "
                          f"(has {len(train_split)} and {len(val_split)})")
     resumed = _resume_state(out, device) if config.resume else None
-    if config.progress:
+    say = config.progress and world.is_main
+    if say:
         tqdm.write(config.describe() if resumed is None else f"resuming {type(resumed['model']).__name__} after "
                    f"epoch {resumed['epoch']} from {out / STATE_NAME}", file=sys.stderr)
     if resumed is None:
         vocab = Vocabulary.build(train_split.all_captions(), config.min_word_freq)
         model = build_model(config.model_config(len(vocab)), pretrained=bool(config.pretrained)).to(device)
-        (out / LOG_NAME).unlink(missing_ok=True)
+        if world.is_main:
+            (out / LOG_NAME).unlink(missing_ok=True)
     else:
         model, vocab = resumed["model"], resumed["vocab"]
     model.encoder.resnet.requires_grad_(config.fine_tune_encoder)  # the projection always trains
     preload = _preload(model, len(train_split), config.preload)
     pairs = CaptionTrainingSet(train_split, vocab, model.preprocessing, preload=preload)
-    loader = DataLoader(ImageCaptions(pairs), batch_size=config.batch_size, shuffle=True,
+    images = ImageCaptions(pairs)
+    # one shuffled order for any number of processes, dealt out rank by rank: process r's k-th batch
+    # holds the r-th share of the k-th global batch
+    sampler: DistributedSampler[int] = DistributedSampler(images, num_replicas=world.size, rank=world.rank,
+                                                          shuffle=True, seed=config.seed)
+    loader = DataLoader(images, batch_size=config.batch_size // world.size, sampler=sampler,
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
                         collate_fn=functools.partial(collate_images, pad_idx=vocab.pad_idx))
+    forward = _parallel(model, world, device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     run = _Run(out, model, vocab, optimizer, make_scheduler(optimizer, config, len(loader)),
@@ -308,24 +345,50 @@ def train(config: TrainConfig) -> TrainResult:
             getattr(run, name).load_state_dict(resumed["train"][name])
         run.history, run.best_bleu4 = resumed["train"]["history"], resumed["train"]["best_bleu4"]
         first_epoch = resumed["epoch"] + 1
-    (out / "train_config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
+    if world.is_main:
+        with atomic_path(out / "train_config.json") as tmp:
+            tmp.write_text(json.dumps({**config.to_json(), "processes": world.size}, indent=2), encoding="utf-8")
 
     for epoch in range(first_epoch, config.epochs + 1):
         seed_everything(config.seed + epoch)  # shuffling and dropout depend on the epoch only: resumable
+        sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
-        loss, images_per_s = train_epoch(model, loader, optimizer, run.scheduler, run.scaler, config,
-                                         vocab.pad_idx, device, amp, f"epoch {epoch}/{config.epochs}")
-        val = evaluate_model(model, val_split.records[:config.val_limit], vocab, config.beam_size,
-                             config.max_length, metrics=("BLEU",))
-        row = {"epoch": epoch, "train_loss": loss, "val_bleu4": val["metrics"]["BLEU-4"],
+        loss, images_per_s = train_epoch(forward, loader, optimizer, run.scheduler, run.scaler, config,
+                                         vocab.pad_idx, device, amp, f"epoch {epoch}/{config.epochs}", world)
+        row = {"epoch": epoch, "train_loss": loss,
+               "val_bleu4": validate(model, val_split.records[:config.val_limit], vocab, config, world),
                "seconds": time.perf_counter() - epoch_start, "images_per_s": images_per_s,
                "lr": optimizer.param_groups[0]["lr"]}
-        run.save_epoch(row)
-        if config.progress:
+        if world.is_main:
+            run.save_epoch(row)
+        else:
+            run.history.append(row)
+            run.best_bleu4 = max(run.best_bleu4, row["val_bleu4"])
+        world.barrier()  # every rank sees the epoch's files before going on (or returning)
+        if say:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.3f}, val BLEU-4 {row['val_bleu4']:.3f}, "
                        f"{row['seconds']:.1f} s, {images_per_s:.0f} images/s", file=sys.stderr)
     return TrainResult(out, out / BEST_NAME, out / LAST_NAME, run.best_bleu4, model, vocab, run.history,
                        time.perf_counter() - start)
+
+
+def _parallel(model: CaptionModel, world: distributed.World, device: torch.device) -> nn.Module:
+    """What the training steps call: the model itself, or across processes its DistributedDataParallel
+    wrapper (on GPUs with synchronised BatchNorm, so its statistics are the global batch's)."""
+    if world.size == 1:
+        return model
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
+
+
+def validate(model: CaptionModel, records: Sequence[CaptionRecord], vocab: Vocabulary, config: TrainConfig,
+             world: distributed.World = distributed.SINGLE) -> float:
+    """Corpus BLEU-4 of the model's free-running captions of `records`; each rank captions its share."""
+    mine = predict_captions(model, records[world.rank::world.size], vocab, config.beam_size, config.max_length)
+    predictions = {image_id: caption for shard in world.gather(mine) for image_id, caption in shard.items()}
+    return score_captions(predictions, {r.image_id: r.captions for r in records}, ("BLEU",))["BLEU-4"]
 
 
 def _preload(model: CaptionModel, n_images: int, preload: bool | None = None) -> bool:
@@ -348,23 +411,26 @@ def _resume_state(out: Path, device: torch.device) -> dict[str, Any]:
     return {"model": ckpt.model.to(device), "vocab": vocab, "epoch": ckpt.epoch, "train": state}
 
 
-def train_epoch(model: CaptionModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                 scaler: torch.amp.GradScaler, config: TrainConfig, pad_idx: int, device: torch.device,
-                amp: bool, desc: str = "training") -> tuple[float, float]:
-    """(mean cross-entropy, training images per second) over `batches` of `collate_images` (one epoch, or any
-    number of steps: benchmarks/gpu_check.py times it). AMP (autocast + grad scaling) when `amp`."""
+                amp: bool, desc: str = "training", world: distributed.World = distributed.SINGLE
+                ) -> tuple[float, float]:
+    """(cross-entropy per word, training images per second) over `batches` of `collate_images` (one epoch, or any
+    number of steps: benchmarks/gpu_check.py times it), both over all ranks. `model` is the CaptionModel
+    or its DistributedDataParallel wrapper. AMP (autocast + grad scaling) when `amp`."""
     model.train()
+    captioner = model.module if isinstance(model, DistributedDataParallel) else model
     if not config.fine_tune_encoder:
-        model.encoder.resnet.eval()  # a frozen trunk keeps its BatchNorm statistics too
+        captioner.get_submodule("encoder.resnet").eval()  # a frozen trunk keeps its BatchNorm statistics too
     params = [p for p in model.parameters() if p.requires_grad]
-    total_loss, total_images, start = 0.0, 0, time.perf_counter()
+    total_loss, total_words, total_images, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(batches, desc=desc, unit="batch", leave=False,
-               disable=None if config.progress else True)  # None: only on a terminal
+               disable=None if config.progress and world.is_main else True)  # None: only on a terminal
     for images, captions, owner in bar:
         images, captions, owner = (t.to(device, non_blocking=True) for t in (images, captions, owner))
         with torch.autocast(device.type, enabled=amp):
-            objective, ce = caption_loss(model, images, captions, owner, pad_idx, config.attention_lambda)
+            objective, ce = caption_loss(model, images, captions, owner, pad_idx, config.attention_lambda, world)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(objective).backward()
         scaler.unscale_(optimizer)
@@ -372,10 +438,14 @@ def train_epoch(model: CaptionModel, batches: Iterable[tuple[torch.Tensor, torch
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total_loss += ce.item() * len(images)
+        words = int((captions[:, 1:] != pad_idx).sum())
+        total_loss += ce.item() * words
+        total_words += words
         total_images += len(images)
         bar.set_postfix(loss=f"{ce.item():.3f}", img_s=f"{total_images / (time.perf_counter() - start):.0f}")
-    return total_loss / max(total_images, 1), total_images / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    loss_sum, word_count, image_count = world.sum(total_loss, total_words, total_images)
+    return loss_sum / max(word_count, 1), image_count / seconds
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:

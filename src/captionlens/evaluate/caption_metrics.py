@@ -130,17 +130,24 @@ def caption_files(model: Captioner, paths: Sequence[str | os.PathLike], vocab: V
     return [r for r in results if r is not None]
 
 
-def evaluate_model(model: Captioner, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
-                   beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
-                   metrics: Collection[str] = METRICS) -> dict[str, Any]:
-    """Scores (`metrics`) of a model's free-running captions of dataset records, the decoding
-    settings, and the caption of each image (`predictions`, by image id)."""
+def predict_captions(model: Captioner, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
+                     beam_size: int = 3, max_length: int = 20, batch_size: int = 32) -> dict[str, str]:
+    """The model's caption of each record's image, by image id; an unreadable image raises."""
     decoded = caption_files(model, [r.image_path for r in records], vocab, beam_size, max_length, batch_size)
     predictions = {}
     for record, result in zip(records, decoded):
         if isinstance(result, ImageLoadError):
             raise result
         predictions[record.image_id] = result.caption
+    return predictions
+
+
+def evaluate_model(model: Captioner, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,
+                   beam_size: int = 3, max_length: int = 20, batch_size: int = 32,
+                   metrics: Collection[str] = METRICS) -> dict[str, Any]:
+    """Scores (`metrics`) of a model's free-running captions of dataset records, the decoding
+    settings, and the caption of each image (`predictions`, by image id)."""
+    predictions = predict_captions(model, records, vocab, beam_size, max_length, batch_size)
     references = {r.image_id: r.captions for r in records}
     return {"metrics": score_captions(predictions, references, metrics),
             "decoding": {"beam_size": beam_size, "max_length": max_length, "length_penalty": 0.0},

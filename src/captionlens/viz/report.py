@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -49,32 +49,34 @@ from captionlens.viz.overlay import (
 ASSETS = "assets"
 
 
-def write_report(explanations: Sequence[CaptionExplanation], out_dir: str | os.PathLike[str],
+def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.PathLike[str],
                  image_names: Sequence[str] | None = None, title: str = "captionlens: what the captioner looked at",
                  heat_size: int = 64, thumb_size: int = 200, max_image_size: int = 800, appendix: str = "") -> Path:
     """Write the report into `out_dir` and return the path of its index.html.
 
-    Everything is first written into a temporary folder inside `out_dir`, then moved into place with
-    renames (index.html last), so an interrupted run never leaves a half-written page; an earlier
-    report's `assets/` in `out_dir` is replaced. `appendix` is HTML placed after the gallery (the
-    explanation evaluation's section, `viz.evaluation.html_section`).
+    `explanations` is read once, one at a time (a generator of loaded files keeps memory flat however
+    many images there are). Everything is first written into a temporary folder inside `out_dir`, then
+    moved into place with renames (index.html last), so an interrupted run never leaves a half-written
+    page; an earlier report's `assets/` in `out_dir` is replaced. `appendix` is HTML placed after the
+    gallery (the explanation evaluation's section, `viz.evaluation.html_section`).
     """
-    explanations = list(explanations)
-    if not explanations:
-        raise ValueError("write_report needs at least one explanation")
-    if image_names is not None and len(image_names) != len(explanations):
-        raise ValueError(f"{len(image_names)} image_names given for {len(explanations)} explanations")
-    if image_names is None:
-        names = [Path(e.image_path).name if e.image_path else f"image {i + 1}" for i, e in enumerate(explanations)]
-    else:
-        names = [str(n) for n in image_names]
     sizes = _Sizes(heat=heat_size, thumb=thumb_size, image=max_image_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out_dir))
     try:
-        written = [_write_entry(i, expl, name, stem, build / ASSETS / stem, sizes)
-                   for i, (expl, name, stem) in enumerate(zip(explanations, names, _unique_stems(names)))]
+        written, stems = [], _Stems()
+        for i, expl in enumerate(explanations):
+            if image_names is not None and i >= len(image_names):
+                raise ValueError(f"{len(image_names)} image_names given for more explanations")
+            name = str(image_names[i]) if image_names is not None else \
+                (Path(expl.image_path).name if expl.image_path else f"image {i + 1}")
+            stem = stems.add(name)
+            written.append(_write_entry(i, expl, name, stem, build / ASSETS / stem, sizes))
+        if not written:
+            raise ValueError("write_report needs at least one explanation")
+        if image_names is not None and len(image_names) != len(written):
+            raise ValueError(f"{len(image_names)} image_names given for {len(written)} explanations")
         (build / "index.html").write_text(_page(title, written, appendix), encoding="utf-8")
         if (out_dir / ASSETS).exists():
             os.rename(out_dir / ASSETS, build / "previous-assets")
@@ -94,16 +96,18 @@ class _Sizes:
     image: int
 
 
-def _unique_stems(names: Sequence[str]) -> list[str]:
-    """File-system-safe, case-insensitively unique folder names derived from the image names."""
-    stems, seen = [], set()
-    for index, name in enumerate(names):
+class _Stems:
+    """File-system-safe, case-insensitively unique folder names derived from the image names, one by one."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def add(self, name: str) -> str:
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:60] or "image"
-        if stem.lower() in seen:
-            stem = f"{stem}-{index}"
-        seen.add(stem.lower())
-        stems.append(stem)
-    return stems
+        if stem.lower() in self.seen:
+            stem = f"{stem}-{len(self.seen)}"
+        self.seen.add(stem.lower())
+        return stem
 
 
 def _write_entry(index: int, expl: CaptionExplanation, name: str, stem: str, folder: Path,

@@ -1,0 +1,161 @@
+"""`captionlens explain` over many images against the engine alone, side by side in one run; and its memory.
+
+    python benchmarks/export_bench.py [--quick] [--memory] [--json OUT]
+
+Throughput: for each model, the same images explained (Grad-CAM, beam 3, batches of 8) by
+  - the engine: `explain_batch` on images already in memory (no files, no figures, no report);
+  - the export (`captionlens explain`'s function) with figures none, grid (the default) and all: reading
+    the files, explaining, writing explanation files and figures, and the report at the end;
+and the export's share of the engine's throughput. Models: the demo model (the shipped reference model,
+the demo recipe trained longer) on its 96 px test scenes, and a random-weight ResNet-50 Show-Attend-Tell
+(224 px input) on 500x375 synthetic photos, captions up to 12 words.
+
+Memory (--memory): peak resident memory of a fresh process that exports 100 and 1000 demo images with
+the default figures; flat memory means the two peaks are about equal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import captionlens  # noqa: E402,F401  (sets the thread policy before torch's pools start)
+from captionlens.data.images import load_image  # noqa: E402
+from captionlens.explain.api import explain_batch  # noqa: E402
+from captionlens.export import export_explanations  # noqa: E402
+from captionlens.models.protocol import Captioner  # noqa: E402
+from captionlens.reference import reference_data, reference_model  # noqa: E402
+from captionlens.runtime import configure_threads  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gradcam_bench import RESNET50, build_model  # noqa: E402
+
+BATCH, BEAM = 8, 3
+PHOTO_HW = (375, 500)
+
+
+def demo_images(folder: Path, n: int) -> tuple[Captioner, list[Path], int]:
+    """The reference model and `n` of its held-out scenes (repeated under new names past the 400 there are)."""
+    data = reference_data(folder / "shapes")
+    scenes = sorted((data / "Images").glob("*.png"))
+    paths = []
+    for i in range(n):
+        path = folder / "demo" / f"scene_{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scenes[i % len(scenes)], path)
+        paths.append(path)
+    return reference_model().model, paths, 20
+
+
+def photo_images(folder: Path, n: int) -> tuple[Captioner, list[Path], int]:
+    """A random-weight ResNet-50 Show-Attend-Tell and `n` smooth random 500x375 JPEG photos."""
+    torch.manual_seed(0)
+    model = build_model(RESNET50[1], torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        coarse = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+        noise = rng.integers(-20, 20, size=(*PHOTO_HW, 3))
+        base = np.asarray(Image.fromarray(coarse).resize(PHOTO_HW[::-1], Image.Resampling.BICUBIC), int)
+        path = folder / "photos" / f"photo_{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return model, paths, 12
+
+
+def throughput_rows(folder: Path, quick: bool) -> list[dict]:
+    rows = []
+    setups = [("demo model (96 px scenes)", demo_images, 16 if quick else 64)]
+    if not quick:
+        setups.append(("ResNet-50 Show-Attend-Tell (500x375 photos)", photo_images, 16))
+    for label, make, n in setups:
+        model, paths, max_length = make(folder, n)
+        images = [load_image(p) for p in paths]
+        explain_batch(model, images[:2], ("gradcam",), beam_size=BEAM, max_length=max_length)  # warm-up
+        tick = time.perf_counter()
+        for start in range(0, n, BATCH):
+            explain_batch(model, images[start:start + BATCH], ("gradcam",), beam_size=BEAM, max_length=max_length)
+        engine = n / (time.perf_counter() - tick)
+        row: dict = {"model": label, "images": n, "engine img/s": round(engine, 2)}
+        for figures in ("none", "grid", "all"):
+            out = folder / f"out-{make.__name__}-{figures}"
+            summary = export_explanations(model, paths, out, ("gradcam",), beam_size=BEAM, batch_size=BATCH,
+                                          figures=figures, progress=False, max_length=max_length)
+            assert summary.ok and len(summary.done) == n
+            rate = n / summary.seconds
+            size = sum(f.stat().st_size for d in out.iterdir() if d.is_dir() and d.name != "assets"
+                       for f in d.iterdir())
+            row[f"explain --figures {figures} img/s"] = f"{rate:.2f} ({rate / engine:.0%})"
+            row[f"{figures}: KB/image"] = round(size / n / 1024, 1)
+        rows.append(row)
+    return rows
+
+
+def memory_child(n: int) -> None:
+    """Export `n` demo images in this (fresh) process and print its peak RSS in MiB."""
+    configure_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, paths, max_length = demo_images(Path(tmp), n)
+        summary = export_explanations(model, paths, Path(tmp) / "out", ("gradcam",), beam_size=BEAM,
+                                      batch_size=BATCH, progress=False, max_length=max_length)
+        assert summary.ok and len(summary.done) == n
+        print(json.dumps({"images": n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "seconds": round(summary.seconds, 1)}))
+
+
+def memory_rows() -> list[dict]:
+    rows = []
+    for n in (100, 1000):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True,
+                             check=True)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"images": n, "peak RSS (MiB)": round(data["peak_rss_mib"]), "seconds": data["seconds"]})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16 demo images only (a smoke run)")
+    parser.add_argument("--memory", action="store_true", help="also the peak RSS at 100 and 1000 images")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    threads = configure_threads()
+    print(f"torch {torch.__version__}, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["throughput"] = throughput_rows(Path(tmp), args.quick)
+    print(f"## captionlens explain against the engine (Grad-CAM)\n\n{markdown(results['throughput'])}\n", flush=True)
+    if args.memory:
+        results["memory"] = memory_rows()
+        print(f"## Peak memory of one export process (default figures)\n\n{markdown(results['memory'])}\n")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
