@@ -42,7 +42,7 @@ def test_explain_expands_a_quoted_glob_and_reports_each_bad_file(tmp_path: Path,
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(Path(f["path"]) for f in summary["failed"]) == sorted(broken)
     assert [Path(d["path"]) for d in summary["done"]] == good and summary["methods"] == ["gradcam", "gradcam++"]
-    assert {"comparison.png", "triptych-gradcam.png", "grid-gradcam.png"} <= {p.name for p in (out / "a").iterdir()}
+    assert {"comparison.png", "triptych-gradcam.png", "grid-gradcam.jpg"} <= {p.name for p in (out / "a").iterdir()}
     assert (out / "index.html").is_file()
     assert "2 explained" in result.stdout and str(out / "index.html") in result.stdout
 

@@ -65,7 +65,7 @@ def test_two_processes_write_exactly_what_one_process_writes(tmp_path: Path, che
     for path in broken:  # each bad image reported once, by the rank that had it
         assert sum(str(path) in line for line in two.stderr.splitlines() if line.startswith("error:")) == 1
     assert visible(tmp_path / "two") == visible(tmp_path / "one") == {p.stem for p in good} | {
-        "assets", "index.html", "summary.json"}
+        "index.html", "summary.json"}
     for path in good:
         folder_one, folder_two = tmp_path / "one" / path.stem, tmp_path / "two" / path.stem
         assert visible(folder_two) == visible(folder_one)
@@ -90,7 +90,7 @@ def test_a_crashed_rank_leaves_complete_folders_report_rebuilds_and_resume_finis
     finished = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     assert finished and finished < {p.stem for p in good}  # rank 1 died after its first folder: no summary, no page
     for name in finished:
-        assert {"explanation.json", "explanation.npz", "grid-gradcam.png"} <= visible(out / name)
+        assert {"explanation.json", "explanation.npz", "grid-gradcam.jpg"} <= visible(out / name)
 
     rebuilt = cli("report", out)
     assert rebuilt.exit_code == 0, rebuilt.output

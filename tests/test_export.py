@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import captionlens.export as export_module
 from captionlens.explain import api, explain
 from captionlens.explain.result import CaptionExplanation
-from captionlens.export import export_explanations
+from captionlens.export import export_explanations, rebuild_report
 from tiny_captioner import tiny_model, write_broken, write_images
 
 FAST = {"beam_size": 2, "max_length": 3, "progress": False}
@@ -48,8 +50,9 @@ def test_bad_files_are_reported_once_and_the_good_ones_done(tmp_path: Path, caps
     assert sorted(report_names(summary.index_html)) == ["one", "three", "two"]
     for path in good:  # batched results land in the right folder: compare with explaining the file alone
         folder = tmp_path / "out" / path.stem
-        assert {p.name for p in folder.iterdir()} == {"grid-gradcam.png", "grid-gradcam++.png", "explanation.json",
-                                                      "explanation.npz"}  # figures "grid": no matplotlib figures
+        assert {p.name for p in folder.iterdir()} == {"grid-gradcam.jpg", "grid-gradcam++.jpg", "explanation.json",
+                                                      "explanation.npz", "report"}  # "grid": no matplotlib figures
+        assert {p.name for p in (folder / "report").iterdir()} == {"image.jpg", "heat.js", "entry.json"}
         saved = CaptionExplanation.load(folder / "explanation")
         alone = explain(model, path, ("gradcam", "gradcam++"), beam_size=2, max_length=3)
         assert saved.tokens == alone.tokens and saved.image_path == str(path)
@@ -93,7 +96,11 @@ def test_interrupted_run_leaves_only_complete_folders_and_resume_finishes(tmp_pa
     monkeypatch.setattr(export_module, "save_tiles", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_explanations(model, paths, out, **FAST)
-    assert sorted(p.name for p in out.iterdir()) == ["a"]  # no temporary folder, no half-written "b"
+    left = sorted(p.name for p in out.iterdir())
+    assert "a" in left and "b" not in left  # no half-written "b", no temporary folder ("c" may be complete:
+    assert set(left) <= {"a", "c"}          # its write was queued on the writer thread before "b" failed)
+    for name in left:
+        assert {"explanation.json", "explanation.npz", "grid-gradcam.jpg"} <= {p.name for p in (out / name).iterdir()}
     first = (out / "a" / "explanation.json").stat().st_mtime_ns
 
     monkeypatch.setattr(export_module, "save_tiles", real_save)
@@ -102,9 +109,9 @@ def test_interrupted_run_leaves_only_complete_folders_and_resume_finishes(tmp_pa
     monkeypatch.setattr(api, "explain_batch", lambda m, images, *a, **k: explained.extend(images) or
                         real_batch(m, images, *a, **k))
     summary = export_explanations(model, paths, out, resume=True, **FAST)
-    assert [s["folder"] for s in summary.skipped] == ["a"]
-    assert [d["folder"] for d in summary.done] == ["b", "c"] and summary.ok
-    assert len(explained) == 2 and (out / "a" / "explanation.json").stat().st_mtime_ns == first
+    assert [s["folder"] for s in summary.skipped] == left
+    assert [d["folder"] for d in summary.done] == sorted({"a", "b", "c"} - set(left)) and summary.ok
+    assert len(explained) == 3 - len(left) and (out / "a" / "explanation.json").stat().st_mtime_ns == first
     assert sorted(report_names(summary.index_html)) == ["a", "b", "c"]  # the resumed image is in the report
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -157,3 +164,21 @@ def test_usage_errors_are_raised_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no images"):
         export_explanations(model, [], tmp_path / "out", **FAST)
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_report_rebuilds_entries_a_folder_lacks_and_keeps_recorded_failures(tmp_path: Path) -> None:
+    """A folder from before per-folder report files (or renamed) gets its entry made from its explanation."""
+    model = tiny_model()
+    paths = write_images(tmp_path / "in", ["a.png", "b.png"]) + write_broken(tmp_path / "in")[:1]
+    out = tmp_path / "out"
+    export_explanations(model, paths, out, **FAST)
+    shutil.rmtree(out / "a" / "report")
+    os.rename(out / "b", out / "c")
+    (out / "index.html").unlink()
+    summary = rebuild_report(out)
+    assert sorted(report_names(summary.index_html)) == ["a", "c"]
+    entry = json.loads((out / "c" / "report" / "entry.json").read_text())
+    assert entry["stem"] == "c" and entry["tokens"] == CaptionExplanation.load(out / "c" / "explanation").tokens
+    assert "captionlensHeat(\"a\"" in (out / "a" / "report" / "heat.js").read_text()
+    assert [f["path"] for f in summary.failed] == [str(paths[2])] and not summary.ok
+    assert sorted(d["folder"] for d in json.loads((out / "summary.json").read_text())["done"]) == ["a", "c"]

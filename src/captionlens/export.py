@@ -2,10 +2,11 @@
 
 Layout of `out_dir`:
     <folder>/explanation.npz|json   the `CaptionExplanation` (json written last)
-    <folder>/grid-<method>.png|jpg  per-word overlays, one image per method (`viz.tiles`; figures "grid", "all")
+    <folder>/grid-<method>.jpg      per-word overlays, one image per method (`viz.tiles`; figures "grid", "all")
     <folder>/comparison.png         words x methods, matplotlib (figures "all", more than one method)
     <folder>/triptych-<method>.png  image / heatmap / overlay of the first word, matplotlib (figures "all")
-    index.html, assets/             `viz.report.write_report` over every complete folder
+    <folder>/report/                the image's files for the page (`viz.report.write_entry`) and entry.json
+    index.html                      `viz.report.write_page` over every complete folder
     summary.json                    what was done, skipped and failed, timings, settings
 
 Each image folder is built in a hidden temporary folder inside `out_dir` and renamed into place, so an
@@ -16,7 +17,6 @@ input or an earlier run's image has it), and an image keeps the folder an earlie
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,12 +25,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -39,19 +40,19 @@ from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, load_image
 from captionlens.explain import api
 from captionlens.explain.registry import ordered_methods
-from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.statistics import SuspectRule
 from captionlens.models.protocol import Captioner
 from captionlens.viz.figures import method_comparison, save_figure, triptych
-from captionlens.viz.overlay import resize_map
-from captionlens.viz.report import ASSETS, write_report
-from captionlens.viz.tiles import save_tiles, tiles_suffix, word_tiles
+from captionlens.viz.report import ASSETS, Sizes, write_entry, write_page
+from captionlens.viz.tiles import save_tiles, word_tiles
 
 FIGURES = ("none", "grid", "all")   # what a user needs to look at one image is "grid", the default
 EXPLANATION = "explanation"        # explanation.npz + explanation.json
 SUMMARY = "summary.json"
 PARTIAL_PREFIX = ".partial-"       # temporary folders; never listed as results
-REPORT_HEAT_SIZE = 64              # longest side of the maps handed to the report (it shows no more)
+REPORT_DIR = "report"              # inside each image folder: its files for index.html
+REPORT_SIZES = Sizes(heat=64)      # the page shows maps no larger
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -108,7 +109,19 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
     mine = pending[world.rank::world.size]
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
     with tqdm(total=len(mine), unit="img", disable=None if progress and world.is_main else True, file=sys.stderr,
-              desc="explaining") as bar:
+              desc="explaining") as bar, ThreadPoolExecutor(1, thread_name_prefix="captionlens-writer") as writer:
+        # one thread writes the folders of a batch while the next batch is explained; at most one batch
+        # waits, so memory stays flat
+        writing: deque[tuple[_Job, CaptionExplanation, Future[float]]] = deque()
+
+        def finish_one() -> None:
+            job, expl, future = writing.popleft()
+            timings["figures"] += future.result()
+            for name in methods:
+                method_seconds[name] += expl[name].seconds
+            summary.done.append({"path": str(job.path), "folder": job.folder, "caption": expl.caption})
+            bar.update(1)
+
         for batch in _chunks(mine, batch_size):
             tick = time.perf_counter()
             outcomes = list(_explain_jobs(model, batch, methods, options))
@@ -116,14 +129,14 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
             for job, outcome in outcomes:
                 if isinstance(outcome, Exception):
                     _fail(summary, job, outcome)
+                    bar.update(1)
                 else:
-                    tick = time.perf_counter()
-                    _write_folder(out, job.folder, outcome, methods, figures)
-                    timings["figures"] += time.perf_counter() - tick
-                    for name in methods:
-                        method_seconds[name] += outcome[name].seconds
-                    summary.done.append({"path": str(job.path), "folder": job.folder, "caption": outcome.caption})
-                bar.update(1)
+                    writing.append((job, outcome, writer.submit(_write_folder, out, job.folder, outcome, methods,
+                                                                figures)))
+            while len(writing) > batch_size:
+                finish_one()
+        while writing:
+            finish_one()
     work = _merge_ranks(world, summary, pending, timings, method_seconds)
     if world.is_main:
         tick = time.perf_counter()
@@ -325,12 +338,15 @@ def _fail(summary: ExportSummary, job: _Job, error: Exception) -> None:
     summary.failed.append({"path": str(job.path), "error": message})
 
 
-def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
-    """Figures, then explanation.npz and .json, into a temporary folder renamed to out/folder."""
+def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str], figures: str) -> float:
+    """Figures, the page's files, then explanation.npz and .json, into a temporary folder renamed to
+    out/folder; returns the seconds it took."""
+    start = time.perf_counter()
     build = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
     try:
         if expl.tokens:
             _write_figures(build, expl, methods, figures)
+        _write_report_entry(expl, build / REPORT_DIR, folder)
         expl.save(build / EXPLANATION)
         os.chmod(build, 0o755)  # mkdtemp makes it private; results are ordinary folders
         target = out / folder
@@ -344,14 +360,14 @@ def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: lis
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
+    return time.perf_counter() - start
 
 
 def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
     if figures == "none":
         return
-    suffix = tiles_suffix(expl.image.shape)
     for name in methods:
-        save_tiles(word_tiles(expl, name), folder / f"grid-{name}{suffix}")
+        save_tiles(word_tiles(expl, name), folder / f"grid-{name}.jpg")
     if figures == "all":
         if len(methods) > 1:
             save_figure(method_comparison(expl, methods), folder / "comparison.png")
@@ -364,18 +380,31 @@ def _remove_partials(out: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def _report_view(expl: CaptionExplanation) -> CaptionExplanation:
-    """The explanation with its maps shrunk to the report's heatmap size and extras dropped: what the
-    report uses, at a small fraction of the memory, so a report over 1000 images fits in RAM."""
-    h, w = expl.image.shape[:2]
-    scale = min(1.0, REPORT_HEAT_SIZE / max(h, w))
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    methods = {name: MethodMaps(raw=m.raw, maps=_shrink(m.maps, size)) for name, m in expl.methods.items()}
-    return dataclasses.replace(expl, methods=methods)
+def _write_report_entry(expl: CaptionExplanation, report: Path, stem: str) -> dict[str, Any]:
+    """The image's page files and their entry (report/entry.json), written when it is explained, so
+    that index.html over any number of folders reads only these small entries."""
+    entry = write_entry(expl, report, stem, REPORT_SIZES)
+    (report / "entry.json").write_text(json.dumps(entry), encoding="utf-8")
+    return entry
 
 
-def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.stack([resize_map(m, size) for m in maps]) if len(maps) else maps
+def _folder_entry(folder: Path) -> dict[str, Any]:
+    """The page entry of a complete folder: its report/entry.json, or, for a folder without one (an
+    earlier version's) or whose name changed, one made now from its explanation."""
+    try:
+        entry = json.loads((folder / REPORT_DIR / "entry.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        entry = None
+    if not isinstance(entry, dict) or entry.get("stem") != folder.name:
+        build = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder))
+        try:
+            entry = _write_report_entry(CaptionExplanation.load(folder / EXPLANATION), build / REPORT_DIR,
+                                        folder.name)
+            shutil.rmtree(folder / REPORT_DIR, ignore_errors=True)
+            os.rename(build / REPORT_DIR, folder / REPORT_DIR)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return {**entry, "name": folder.name, "assets": f"{folder.name}/{REPORT_DIR}"}
 
 
 def _write_index(out: Path) -> Path | None:
@@ -383,8 +412,7 @@ def _write_index(out: Path) -> Path | None:
     folders = _result_folders(out)
     if not folders:
         return None
-    views = (_report_view(CaptionExplanation.load(folder / EXPLANATION)) for folder in folders)
-    return write_report(views, out, image_names=[f.name for f in folders], heat_size=REPORT_HEAT_SIZE)
+    return write_page([_folder_entry(folder) for folder in folders], out)
 
 
 def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str, Any], figures: str,

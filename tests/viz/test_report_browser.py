@@ -114,3 +114,41 @@ def test_words_methods_and_keys_drive_the_overlay(driver, tmp_path: Path) -> Non
     driver.find_element(By.ID, "viewer").screenshot(str(screenshot))
     print(f"report screenshot: {screenshot}")
     assert screenshot.stat().st_size > 1000
+
+
+def test_a_page_of_ten_thousand_images_loads_few_thumbnails_and_opens_the_last(driver, tmp_path: Path) -> None:
+    """A generated run of 10,000 images, as `captionlens explain` lays it out (entries pointing into the
+    image folders): the page loads, lazy-loads only the thumbnails in view, filters, and opens image 10,000."""
+    import dataclasses
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from captionlens.viz.report import Sizes, write_entry, write_page
+
+    base = make(3, shape=(16, 16), methods=("gradcam",))
+    last = dataclasses.replace(base, tokens=["zebra", "on", "grass"])
+    entries = []
+    for i in range(10_000):
+        stem = f"img{i:05d}"
+        entry = write_entry(last if i == 9_999 else base, tmp_path / "run" / stem / "report", stem, Sizes(heat=16))
+        entries.append({**entry, "name": stem, "assets": f"{stem}/report"})
+    index = write_page(entries, tmp_path / "run")
+    driver.get(index.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    cards = driver.find_elements(By.CSS_SELECTOR, "#gallery .card")
+    assert len(cards) == 10_000
+    loaded = "return [...document.querySelectorAll('#gallery img')].filter(img => img.naturalWidth > 0).length;"
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(loaded) > 0)
+    assert driver.execute_script(loaded) < 500  # lazy: the thumbnails in view, not 10,000 images
+
+    search = driver.find_element(By.ID, "filter")
+    search.send_keys("zebra")
+    visible = driver.execute_script("return [...document.querySelectorAll('#gallery li')].filter(li => !li.hidden)"
+                                    ".map(li => li.textContent);")
+    assert visible == ["zebra on grass"]
+    driver.execute_script("document.querySelector('[data-entry=\"9999\"]').click();")
+    overlay = driver.find_element(By.ID, "overlay")
+    WebDriverWait(driver, 10).until(lambda _: overlay.get_attribute("data-word-index") == "0")
+    assert [w.text for w in driver.find_elements(By.CSS_SELECTOR, "#words .word")] == ["zebra", "on", "grass"]
+    assert driver.find_element(By.ID, "viewer-title").text.startswith("img09999")

@@ -7,6 +7,8 @@ Non-negative maps (Grad-CAM, Grad-CAM++, attention) are min-max scaled to [0, 1]
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
@@ -43,6 +45,19 @@ def resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return heatmap
     resized = Image.fromarray(heatmap, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (T, h, w) stack -> (T, H, W) float32 in one call: bilinear, antialiased when shrinking (as PIL's
+    resize, which `resize_map` uses per map); no-op when equal."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be a 3-D (T, h, w) stack, got shape {maps.shape}")
+    if maps.shape[1:] == tuple(size) or not len(maps):
+        return maps
+    resized = F.interpolate(torch.from_numpy(maps)[:, None], size=size, mode="bilinear", align_corners=False,
+                            antialias=True)
+    return resized[:, 0].numpy()
 
 
 def peak_normalize(maps: np.ndarray) -> np.ndarray:

@@ -6,6 +6,10 @@ Layout of `out_dir`:
     assets/<stem>/thumb.jpg    gallery thumbnail (only when the photo is larger than thumb_size)
     assets/<stem>/heat.js      heatmaps, loaded when the image is opened
 
+The two halves are public for runs over many images (`captionlens explain`): `write_entry` writes one
+image's files into any folder when the image is explained, and `write_page` writes index.html over
+entries that say where their files are, so the page over 10,000 images needs no explanation reloaded.
+
 Heatmaps are not pre-blended: for each method, all words' maps are normalised (min-max, or
 value / max|value| for signed methods, so 0 sits at 128), shrunk to <= heat_size px and stacked into one
 small grayscale PNG; the browser colours them with the same matplotlib colormaps (as lookup tables) and
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from captionlens.atomic import atomic_path
 from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.statistics import SuspectRule
@@ -42,7 +47,7 @@ from captionlens.viz.overlay import (
     check_image,
     colormap_lut,
     method_maps,
-    resize_map,
+    resize_maps,
     unit_scale,
 )
 
@@ -60,24 +65,28 @@ def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.P
     page; an earlier report's `assets/` in `out_dir` is replaced. `appendix` is HTML placed after the
     gallery (the explanation evaluation's section, `viz.evaluation.html_section`).
     """
-    sizes = _Sizes(heat=heat_size, thumb=thumb_size, image=max_image_size)
+    sizes = Sizes(heat=heat_size, thumb=thumb_size, image=max_image_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out_dir))
     try:
-        written, stems = [], _Stems()
+        entries, stems = [], _Stems()
         for i, expl in enumerate(explanations):
             if image_names is not None and i >= len(image_names):
                 raise ValueError(f"{len(image_names)} image_names given for more explanations")
             name = str(image_names[i]) if image_names is not None else \
                 (Path(expl.image_path).name if expl.image_path else f"image {i + 1}")
             stem = stems.add(name)
-            written.append(_write_entry(i, expl, name, stem, build / ASSETS / stem, sizes))
-        if not written:
+            try:
+                entry = write_entry(expl, build / ASSETS / stem, stem, sizes)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            entries.append({**entry, "name": name, "assets": f"{ASSETS}/{stem}"})
+        if not entries:
             raise ValueError("write_report needs at least one explanation")
-        if image_names is not None and len(image_names) != len(written):
-            raise ValueError(f"{len(image_names)} image_names given for {len(written)} explanations")
-        (build / "index.html").write_text(_page(title, written, appendix), encoding="utf-8")
+        if image_names is not None and len(image_names) != len(entries):
+            raise ValueError(f"{len(image_names)} image_names given for {len(entries)} explanations")
+        (build / "index.html").write_text(_page(title, entries, appendix), encoding="utf-8")
         if (out_dir / ASSETS).exists():
             os.rename(out_dir / ASSETS, build / "previous-assets")
         os.rename(build / ASSETS, out_dir / ASSETS)
@@ -87,13 +96,28 @@ def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.P
     return out_dir / "index.html"
 
 
+def write_page(entries: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str],
+               title: str = "captionlens: what the captioner looked at", appendix: str = "") -> Path:
+    """index.html (written atomically) over `write_entry` entries, each given its "name" and "assets"
+    (its folder, relative to `out_dir`); returns its path."""
+    if not entries:
+        raise ValueError("write_page needs at least one entry")
+    missing = [e.get("name", "?") for e in entries if not {"name", "assets", "stem"} <= set(e)]
+    if missing:
+        raise ValueError(f"report entries without name/assets/stem: {missing[:3]}")
+    out = Path(out_dir) / "index.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(_page(title, entries, appendix), encoding="utf-8")
+    return out
+
+
 @dataclass(frozen=True)
-class _Sizes:
+class Sizes:
     """Longest side, in pixels, of the stored heatmaps, thumbnails and photos."""
 
-    heat: int
-    thumb: int
-    image: int
+    heat: int = 64
+    thumb: int = 200
+    image: int = 800
 
 
 class _Stems:
@@ -110,16 +134,11 @@ class _Stems:
         return stem
 
 
-def _write_entry(index: int, expl: CaptionExplanation, name: str, stem: str, folder: Path,
-                 sizes: _Sizes) -> tuple[dict[str, Any], str]:
-    """Write one image's assets; return its entry for the page's JSON and its gallery card's HTML.
-
-    The browser finds the files by convention: assets/<stem>/image.jpg and assets/<stem>/heat.js.
-    """
-    try:
-        image = check_image(expl.image)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+def write_entry(expl: CaptionExplanation, folder: Path, stem: str, sizes: Sizes = Sizes()) -> dict[str, Any]:
+    """Write one image's files into `folder` (created): image.jpg, thumb.jpg when the photo is larger
+    than a thumbnail, heat.js (whose callback names the image by `stem`, unique within a page); return
+    its entry for the page's JSON, without the "name" and "assets" the page adds."""
+    image = check_image(expl.image)
     folder.mkdir(parents=True)
     photo = Image.fromarray(image)
     _save_jpeg(photo, sizes.image, folder / "image.jpg")
@@ -137,15 +156,21 @@ def _write_entry(index: int, expl: CaptionExplanation, name: str, stem: str, fol
         sprites[method] = _sprite(maps, method in signed, heat_hw)
     (folder / "heat.js").write_text(f"captionlensHeat({json.dumps(stem)}, {json.dumps(sprites)});\n",
                                     encoding="utf-8")
-    entry = {"name": name, "stem": stem, "tokens": list(expl.tokens), "suspect": expl.suspect,
-             "suspect_rule": SuspectRule.from_dict(expl.suspect_rule).describe() if expl.suspect_rule else None,
-             "log_probs": [round(float(x), 4) for x in expl.log_probs], "methods": methods, "signed": signed,
-             "width": int(image.shape[1]), "height": int(image.shape[0]), "heat_size": [heat_hw[1], heat_hw[0]]}
     thumb_h, thumb_w = _fit(image.shape[:2], sizes.thumb)
-    card = (f'<li><button type="button" class="card" data-entry="{index}"><img src="{ASSETS}/{stem}/{thumb}" '
-            f'loading="lazy" decoding="async" width="{thumb_w}" height="{thumb_h}" alt="{html.escape(name)}">'
-            f'<span>{html.escape(expl.caption or "(no words)")}</span></button></li>')
-    return entry, card
+    return {"stem": stem, "tokens": list(expl.tokens), "suspect": expl.suspect,
+            "suspect_rule": SuspectRule.from_dict(expl.suspect_rule).describe() if expl.suspect_rule else None,
+            "log_probs": [round(float(x), 4) for x in expl.log_probs], "methods": methods, "signed": signed,
+            "width": int(image.shape[1]), "height": int(image.shape[0]), "heat_size": [heat_hw[1], heat_hw[0]],
+            "thumb": [thumb, thumb_w, thumb_h]}
+
+
+def _card(index: int, entry: dict[str, Any]) -> str:
+    """The gallery card of an entry: its thumbnail (lazy-loaded) and caption."""
+    thumb, width, height = entry["thumb"]
+    caption = " ".join(entry["tokens"]) or "(no words)"
+    return (f'<li><button type="button" class="card" data-entry="{index}"><img src="{html.escape(entry["assets"])}/'
+            f'{thumb}" loading="lazy" decoding="async" width="{width}" height="{height}" '
+            f'alt="{html.escape(entry["name"])}"><span>{html.escape(caption)}</span></button></li>')
 
 
 def _fit(hw: tuple[int, int], longest: int) -> tuple[int, int]:
@@ -161,17 +186,17 @@ def _save_jpeg(photo: Image.Image, longest: int, path: Path) -> None:
 
 
 def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
-    """(T, H, W) maps -> PNG data URL of a (T * h, w) uint8 stack of colormap positions (0..255)."""
-    unit, _ = unit_scale(maps, signed)
-    small = np.concatenate([resize_map(u, heat_hw) for u in unit], axis=0)
+    """(T, H, W) maps -> PNG data URL of a (T * h, w) uint8 stack of colormap positions (0..255); scaled
+    after shrinking, so each sprite spans the whole colour scale."""
+    unit, _ = unit_scale(resize_maps(maps, heat_hw), signed)
+    small = unit.reshape(-1, heat_hw[1])
     buffer = io.BytesIO()
     Image.fromarray(np.clip(np.rint(small * 255), 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _page(title: str, written: list[tuple[dict[str, Any], str]], appendix: str = "") -> str:
+def _page(title: str, entries: Sequence[dict[str, Any]], appendix: str = "") -> str:
     """Fill the page template; one regex pass, so inserted content is never re-scanned for placeholders."""
-    entries = [entry for entry, _ in written]
     static = resources.files("captionlens.viz") / "static"
     methods = ordered_methods({m for e in entries for m in e["methods"]})
     data = {"format_version": 1, "entries": entries, "labels": {m: method_label(m) for m in methods},
@@ -181,7 +206,7 @@ def _page(title: str, written: list[tuple[dict[str, Any], str]], appendix: str =
         "TITLE": html.escape(title),
         "SUMMARY": html.escape(f"{len(entries)} image{'s' * (len(entries) != 1)} · methods: "
                                f"{', '.join(map(method_label, methods)) or 'none'} · click an image, then a word"),
-        "GALLERY": "\n".join(card for _, card in written),
+        "GALLERY": "\n".join(_card(i, entry) for i, entry in enumerate(entries)),
         "APPENDIX": appendix,
         "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"),
         "CSS": (static / "report.css").read_text(encoding="utf-8"),

@@ -25,14 +25,13 @@ from captionlens.viz.overlay import (
     check_image,
     colormap_lut,
     method_maps,
-    resize_map,
+    resize_maps,
     unit_scale,
 )
 
-MIN_TILE = 160          # longest side of a tile, px: small images are enlarged to this
+MIN_TILE = 128          # longest side of a tile, px: small images are enlarged to this
 MAX_TILE = 320          # photos are reduced to this
-PNG_MAX_SIDE = 256      # images up to this longest side are saved as PNG, larger ones (photos) as JPEG
-JPEG_QUALITY = 88
+JPEG_QUALITY = 90
 GAP = 4
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
@@ -50,14 +49,18 @@ def word_tiles(expl: CaptionExplanation, method: str, max_cols: int = 5, alpha: 
     maps = method_maps(expl, method)
     signed = is_signed(method, maps)
     size = tile_size(image.shape[:2])
-    base = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR), np.float32)
-    small = np.stack([resize_map(m, size) for m in maps])
-    unit, _ = unit_scale(small, signed)
-    lut = colormap_lut(SIGNED_CMAP if signed else DEFAULT_CMAP).astype(np.float32)
-    colour = lut[np.rint(unit * 255).astype(np.intp)]
-    tiles = np.clip(np.rint((1.0 - alpha) * base + alpha * colour), 0, 255).astype(np.uint8)
+    base = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    unit, _ = unit_scale(resize_maps(maps, size), signed)
+    positions = np.rint(unit * 255).astype(np.uint8)
+    palette = _palette(SIGNED_CMAP if signed else DEFAULT_CMAP)
+    tiles = []
+    for position in positions:  # colour by palette lookup and blend, both in PIL's C code
+        colour = Image.fromarray(position, mode="L")
+        colour.putpalette(palette)
+        tiles.append(Image.blend(base, colour.convert("RGB"), alpha))
 
-    font = _font(max(11, size[1] // 14))
+    font_size = max(11, size[1] // 14)
+    font = _font(font_size)
     line = _line_height(font)
     cols = min(len(tiles), max_cols)
     rows = math.ceil(len(tiles) / cols)
@@ -72,10 +75,31 @@ def word_tiles(expl: CaptionExplanation, method: str, max_cols: int = 5, alpha: 
     for index, (tile, word, log_prob) in enumerate(zip(tiles, expl.tokens, expl.log_probs)):
         x = GAP + (index % cols) * (size[1] + GAP)
         y = top + (index // cols) * cell_h
-        label = _fit(f"{word}  {float(log_prob):.2f}", font, size[1])[0]
-        draw.text((x, y), label, fill=INK, font=font)
-        canvas.paste(Image.fromarray(tile), (x, y + line))
+        _label(canvas, (x, y), word, f"{float(log_prob):.2f}", font_size, size[1])
+        canvas.paste(tile, (x, y + line))
     return canvas
+
+
+def _label(canvas: Image.Image, xy: tuple[int, int], word: str, number: str, font_size: int, width: int) -> None:
+    """"word  number" at `xy`, cut to `width`; the pieces are rendered once per process and pasted
+    (a dataset's captions reuse a small vocabulary, and two-decimal numbers are few)."""
+    pieces = [_text_mask(word, font_size), _text_mask(number, font_size)]
+    gap = font_size // 2
+    if pieces[0].width + gap + pieces[1].width > width:
+        pieces, gap = [_text_mask(_cut(f"{word}  {number}", _font(font_size), width), font_size)], 0
+    x = xy[0]
+    for mask in pieces:
+        canvas.paste(INK, (x, xy[1], x + mask.width, xy[1] + mask.height), mask)
+        x += mask.width + gap
+
+
+@lru_cache(maxsize=8192)
+def _text_mask(text: str, font_size: int) -> Image.Image:
+    """`text` as an "L" mask (255 = ink) one line high, rendered with the tiles' font."""
+    font = _font(font_size)
+    mask = Image.new("L", (max(1, math.ceil(font.getlength(text))), _line_height(font)), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
+    return mask
 
 
 def tile_size(shape: tuple[int, int]) -> tuple[int, int]:
@@ -85,20 +109,23 @@ def tile_size(shape: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def tiles_suffix(image_shape: tuple[int, ...]) -> str:
-    """".png" for small (synthetic, icon-sized) images, whose flat colours JPEG would smear; ".jpg" for photos."""
-    return ".png" if max(image_shape[:2]) <= PNG_MAX_SIDE else ".jpg"
-
-
 def save_tiles(tiles: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Write `tiles` atomically as PNG or JPEG by the path's suffix."""
+    """Write `tiles` atomically as JPEG or PNG by the path's suffix.
+
+    The export writes JPEG: the tiles are continuous-tone overlays even on synthetic scenes, and PNG's
+    deflate costs about as much per image as explaining it (the explanation file keeps the image losslessly)."""
     path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: word tiles are saved as .png or .jpg")
     with atomic_path(path) as tmp:
-        tiles.save(tmp, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {"optimize": False}))
+        tiles.save(tmp, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {"compress_level": 1}))
     return path
+
+
+@lru_cache(maxsize=4)
+def _palette(cmap: str) -> bytes:
+    return colormap_lut(cmap).tobytes()
 
 
 @lru_cache(maxsize=8)

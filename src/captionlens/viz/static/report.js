@@ -1,5 +1,5 @@
 // captionlens report viewer: colours and blends per-word heatmaps in the browser.
-// Heatmaps arrive per image as assets/<stem>/heat.js, which calls captionlensHeat(stem, {method: PNG data URL});
+// Heatmaps arrive per image as <entry.assets>/heat.js, which calls captionlensHeat(stem, {method: PNG data URL});
 // each PNG is a grayscale sprite of all words stacked vertically (0..255 = colormap position). Loading them
 // through a script and data: URLs keeps the canvas readable when the page is opened from file://.
 (function () {
@@ -16,7 +16,7 @@
     if (pendingHeat[stem]) pendingHeat[stem].resolve(sprites);
   };
 
-  function asset(entry, file) { return "assets/" + entry.stem + "/" + file; }
+  function asset(entry, file) { return entry.assets + "/" + file; }
 
   function heatSprites(entry) {
     if (!pendingHeat[entry.stem]) {
