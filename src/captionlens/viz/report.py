@@ -191,7 +191,8 @@ def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
     unit, _ = unit_scale(resize_maps(maps, heat_hw), signed)
     small = unit.reshape(-1, heat_hw[1])
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(small * 255), 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray(np.clip(np.rint(small * 255), 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG",
+                                                                                      compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

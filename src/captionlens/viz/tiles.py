@@ -60,18 +60,16 @@ def word_tiles(expl: CaptionExplanation, method: str, max_cols: int = 5, alpha: 
         tiles.append(Image.blend(base, colour.convert("RGB"), alpha))
 
     font_size = max(11, size[1] // 14)
-    font = _font(font_size)
-    line = _line_height(font)
+    line = _line_height(font_size)
     cols = min(len(tiles), max_cols)
     rows = math.ceil(len(tiles) / cols)
     width = cols * size[1] + (cols + 1) * GAP
-    head = _fit(f"“{expl.caption}” — {method_label(method)}", font, width - 2 * GAP)
+    head = _lines(f"“{expl.caption}” ({method_label(method)})".split(), font_size, width - 2 * GAP)
     top = GAP + line * len(head) + GAP
     cell_h = line + size[0] + GAP
     canvas = Image.new("RGB", (width, top + rows * cell_h), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    for i, text in enumerate(head):
-        draw.text((GAP, GAP + i * line), text, fill=INK, font=font)
+    for i, masks in enumerate(head):
+        _paste_line(canvas, (GAP, GAP + i * line), masks, _space(font_size))
     for index, (tile, word, log_prob) in enumerate(zip(tiles, expl.tokens, expl.log_probs)):
         x = GAP + (index % cols) * (size[1] + GAP)
         y = top + (index // cols) * cell_h
@@ -80,15 +78,37 @@ def word_tiles(expl: CaptionExplanation, method: str, max_cols: int = 5, alpha: 
     return canvas
 
 
+# Text is pasted from masks rendered once per process and kept (a dataset's captions reuse a small
+# vocabulary, and two-decimal numbers are few), so a tile image neither renders nor measures text again.
+
 def _label(canvas: Image.Image, xy: tuple[int, int], word: str, number: str, font_size: int, width: int) -> None:
-    """"word  number" at `xy`, cut to `width`; the pieces are rendered once per process and pasted
-    (a dataset's captions reuse a small vocabulary, and two-decimal numbers are few)."""
-    pieces = [_text_mask(word, font_size), _text_mask(number, font_size)]
-    gap = font_size // 2
+    """"word  number" at `xy`, cut to `width`."""
+    pieces, gap = [_text_mask(word, font_size), _text_mask(number, font_size)], font_size // 2
     if pieces[0].width + gap + pieces[1].width > width:
         pieces, gap = [_text_mask(_cut(f"{word}  {number}", _font(font_size), width), font_size)], 0
+    _paste_line(canvas, xy, pieces, gap)
+
+
+def _lines(words: list[str], font_size: int, width: int) -> list[list[Image.Image]]:
+    """The masks of `words` broken into lines no wider than `width` px (a word wider than that is cut with '…')."""
+    space = _space(font_size)
+    lines: list[list[Image.Image]] = [[]]
+    used = 0
+    for word in words:
+        mask = _text_mask(word, font_size)
+        if mask.width > width:
+            mask = _text_mask(_cut(word, _font(font_size), width), font_size)
+        if lines[-1] and used + space + mask.width > width:
+            lines.append([])
+            used = 0
+        used += (space if lines[-1] else 0) + mask.width
+        lines[-1].append(mask)
+    return lines
+
+
+def _paste_line(canvas: Image.Image, xy: tuple[int, int], masks: list[Image.Image], gap: int) -> None:
     x = xy[0]
-    for mask in pieces:
+    for mask in masks:
         canvas.paste(INK, (x, xy[1], x + mask.width, xy[1] + mask.height), mask)
         x += mask.width + gap
 
@@ -97,7 +117,7 @@ def _label(canvas: Image.Image, xy: tuple[int, int], word: str, number: str, fon
 def _text_mask(text: str, font_size: int) -> Image.Image:
     """`text` as an "L" mask (255 = ink) one line high, rendered with the tiles' font."""
     font = _font(font_size)
-    mask = Image.new("L", (max(1, math.ceil(font.getlength(text))), _line_height(font)), 0)
+    mask = Image.new("L", (max(1, math.ceil(font.getlength(text))), _line_height(font_size)), 0)
     ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
     return mask
 
@@ -133,24 +153,15 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
-    top, bottom = font.getbbox("Hgjy“")[1::2]
+@lru_cache(maxsize=8)
+def _line_height(font_size: int) -> int:
+    top, bottom = _font(font_size).getbbox("Hgjy“")[1::2]
     return int(bottom - min(top, 0)) + 3
 
 
-def _fit(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
-    """`text` broken into lines no wider than `width` px (a word wider than that is cut with '…')."""
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        candidate = f"{current} {word}".strip()
-        if font.getlength(candidate) <= width or not current:
-            current = candidate
-        else:
-            lines.append(current)
-            current = word
-    lines.append(current)
-    return [_cut(line, font, width) for line in lines]
+@lru_cache(maxsize=8)
+def _space(font_size: int) -> int:
+    return max(1, round(_font(font_size).getlength(" ")))
 
 
 def _cut(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
