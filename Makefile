@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made torch 3-20x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint install clean benchmark
+.PHONY: demo test lint install clean benchmark benchmark-export
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ test: lint
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_explain.py --repeats 3
+
+# `captionlens explain` over many images against the engine alone, and its peak memory.
+benchmark-export: $(STAMP)
+	$(BIN)/python benchmarks/export_bench.py --repeats 5 --memory
 
 clean:
 	rm -rf $(VENV) outputs
