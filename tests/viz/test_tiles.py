@@ -1,4 +1,5 @@
-"""word_tiles(): the blended colours against matplotlib's colormaps by hand, tile order, size and file format."""
+"""word_tiles(): the blended colours against matplotlib's colormaps by hand, tile order, caption wrapping and
+labels, size and file format."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,6 +70,29 @@ def test_words_are_laid_out_in_reading_order() -> None:
     _, tw = tile_size((48, 64))
     assert hot[:, 0].min() > canvas.height / 2                       # lower row
     assert tw < hot[:, 1].min() and hot[:, 1].max() < 2 * tw + 3 * 4  # second column
+
+
+def text_lines_above_the_first_tile(canvas: Image.Image) -> tuple[int, np.ndarray]:
+    """(how many lines of dark text lie above the first tile, the text mask): the caption's lines and the
+    first word's label; the flat tiles of `halves` without hot words are jet's lowest colour."""
+    first_tile_row = pixels_of(canvas, expected("jet", 0.0))[:, 0].min()
+    text = np.asarray(canvas.convert("L")) < 60
+    rows = np.flatnonzero(text[:first_tile_row].any(axis=1))
+    return 1 + int((np.diff(rows) > 1).sum()), text
+
+
+def test_a_long_caption_wraps_within_the_width_and_the_words_are_labelled() -> None:
+    expl = halves(12, (48, 64), hot_words=set(), signed=False)
+    expl.tokens = [f"word{t}" for t in range(12)]
+    wide, _ = text_lines_above_the_first_tile(word_tiles(expl, "gradcam", max_cols=12, alpha=ALPHA))
+    assert wide == 2                                    # the caption on one line, then the first label
+    narrow = word_tiles(expl, "gradcam", max_cols=1, alpha=ALPHA)
+    lines, text = text_lines_above_the_first_tile(narrow)
+    assert lines >= 4                                   # 12 words in one tile's width: several lines
+    assert not text[:, -2:].any()                       # nothing drawn past the right edge
+    tile_rows = np.unique(pixels_of(narrow, expected("jet", 0.0))[:, 0])
+    tops = tile_rows[np.r_[True, np.diff(tile_rows) > 1]]
+    assert len(tops) == 12 and all(text[top - 8:top].any() for top in tops)  # a label above every tile
 
 
 @pytest.mark.parametrize(("shape", "longest"), [((24, 32), MIN_TILE), ((96, 96), MIN_TILE), ((200, 150), 200),
