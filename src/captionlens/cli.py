@@ -12,6 +12,7 @@ import glob
 import json
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, Pretrained
 POSITIVE = click.IntRange(min=1)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MODELS = ("show-tell", "show-attend-tell")
+EXPLAIN_WAIT = timedelta(days=7)   # how long explain's ranks wait for each other under torchrun
 
 
 def expand_images(patterns: Sequence[str]) -> list[Path]:
@@ -240,7 +242,10 @@ def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: 
     names = comma_list(methods)
     settings = {"lime": {"num_samples": lime_samples}} if "lime" in names else {}
     rule = SuspectRule.load(suspect_rule) if suspect_rule else None
-    world = distributed.join("gloo")  # under torchrun: each process explains its share of the images
+    # under torchrun: each process explains its share of the images. The ranks meet only at the start and
+    # the end, where the first done waits for the slowest share (hours apart on a large dataset), so the
+    # wait is not torch's default; a rank that crashes makes torchrun stop the others instead.
+    world = distributed.join("gloo", timeout=EXPLAIN_WAIT)
     try:
         ckpt = load_checkpoint(checkpoint, world.device(device))
         summary = export_explanations(ckpt.model, expand_images(images), output_dir, names, beam_size=beam_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -73,16 +74,17 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def join(backend: str | None = None) -> World:
+def join(backend: str | None = None, timeout: timedelta | None = None) -> World:
     """Join the run's process group (once) and return this process's `World`; a world of one when not
-    launched by torchrun. `backend` None: NCCL when CUDA is available, else gloo."""
+    launched by torchrun. `backend` None: NCCL when CUDA is available, else gloo. `timeout`: how long a
+    collective (a barrier, a gather) waits for the other ranks (None: torch's default)."""
     if not launched():
         return SINGLE
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timeout)
     return current()
 
 
