@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from captionlens import distributed
 from captionlens.atomic import atomic_path
-from captionlens.data.images import ImageLoadError, load_image
+from captionlens.data.images import ImageLoadError, read_image
 from captionlens.explain import api
 from captionlens.explain.registry import ordered_methods
 from captionlens.explain.result import CaptionExplanation
@@ -299,10 +299,10 @@ def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], option
                   ) -> Iterator[tuple[_Job, CaptionExplanation | Exception]]:
     """Each job with its explanation or its error: loaded one by one, explained as one batch, and one
     by one again when the batch fails, so only the image at fault is lost."""
-    loaded: list[tuple[_Job, Image.Image]] = []
+    loaded: list[tuple[_Job, Image.Image, bytes | None]] = []
     for job in jobs:
         try:
-            loaded.append((job, load_image(job.path)))
+            loaded.append((job, *read_image(job.path)))
         except ImageLoadError as exc:
             yield job, exc
     if len(loaded) > 1:
@@ -311,7 +311,7 @@ def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], option
         except (ValueError, RuntimeError):
             results = None  # find the image at fault below
         if results is not None:
-            yield from zip((job for job, _ in loaded), results)
+            yield from zip((job for job, _, _ in loaded), results)
             return
     for item in loaded:
         try:
@@ -321,12 +321,13 @@ def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], option
         yield item[0], result
 
 
-def _explain_images(model: Captioner, loaded: list[tuple[_Job, Image.Image]], methods: list[str],
+def _explain_images(model: Captioner, loaded: list[tuple[_Job, Image.Image, bytes | None]], methods: list[str],
                     options: dict[str, Any]) -> list[CaptionExplanation]:
-    """explain_batch on loaded images; `options` are its beam_size, max_length and settings."""
-    results = api.explain_batch(model, [image for _, image in loaded], methods, **options)
-    for (job, _), result in zip(loaded, results):
-        result.image_path = str(job.path)
+    """explain_batch on loaded images (with their files' bytes, kept by the explanation files); `options` are
+    its beam_size, max_length and settings."""
+    results = api.explain_batch(model, [image for _, image, _ in loaded], methods, **options)
+    for (job, _, encoded), result in zip(loaded, results):
+        result.image_path, result.image_file = str(job.path), encoded
     return results
 
 

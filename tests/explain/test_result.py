@@ -1,5 +1,6 @@
 """CaptionExplanation files: compact (a real 500x375 photo, five methods, twelve words, under 1 MB),
-maps read back within the stated float16 bound of the maps computed, format-1 files still load."""
+maps read back within the stated float16 bound of the maps computed, format-1 files still load, a
+compressed source file kept as its own bytes only when they decode to the explained pixels."""
 from __future__ import annotations
 
 import json
@@ -89,3 +90,61 @@ def test_a_format_1_file_still_loads(photo_explanation, tmp_path):
     for name in ("gradcam", "lime"):
         assert np.array_equal(old[name].maps, expl[name].maps)           # stored as they were: exact
     assert old.suspect is None and old["gradcam"].seconds == 0.5
+
+
+@pytest.fixture(scope="module")
+def coffee_files(tmp_path_factory) -> dict[str, object]:
+    """The coffee photo at 500 x 375 as a JPEG and a BMP, and a tiny model to explain them with."""
+    folder = tmp_path_factory.mktemp("coffee")
+    photo = Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS)
+    photo.save(folder / "coffee.jpg", quality=90)
+    photo.save(folder / "coffee.bmp")
+    torch.manual_seed(0)
+    vocab = Vocabulary(sorted(set(WORDS)))
+    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
+                                                     attention_dim=16, backbone="tiny", grid_size=7,
+                                                     preprocessing=Preprocessing(image_size=64)))
+    calibrate_batchnorm(model, 64)
+    model.vocab = vocab
+    return {"jpg": folder / "coffee.jpg", "bmp": folder / "coffee.bmp", "model": model}
+
+
+def _stored_keys(npz) -> set[str]:
+    with np.load(npz) as arrays:
+        return {key for key in arrays.files if key.startswith("image")}
+
+
+def test_a_jpeg_source_is_kept_as_its_own_bytes_and_reads_back_to_the_explained_pixels(coffee_files, tmp_path):
+    path = coffee_files["jpg"]
+    expl = explain(coffee_files["model"], path, ("gradcam",), caption="a dog sits on the grass")
+    npz, _ = expl.save(tmp_path / "kept")
+    assert _stored_keys(npz) == {"image_file"}
+    with np.load(npz) as arrays:
+        assert arrays["image_file"].tobytes() == path.read_bytes()
+    loaded = CaptionExplanation.load(tmp_path / "kept")
+    with Image.open(path) as original:                        # PIL's own decoding of the file
+        assert np.array_equal(loaded.image, np.asarray(original.convert("RGB")))
+    assert np.array_equal(loaded.image, expl.image)
+    expl.image_file = None                                    # what format 2 stored before: a PNG
+    png_npz, _ = expl.save(tmp_path / "png")
+    assert _stored_keys(png_npz) == {"image_png"} and npz.stat().st_size < png_npz.stat().st_size / 2
+
+
+def test_bytes_that_do_not_decode_to_the_image_are_not_kept(coffee_files, tmp_path):
+    expl = explain(coffee_files["model"], coffee_files["jpg"], ("gradcam",), caption="a dog sits on the grass")
+    expl.image = expl.image.copy()
+    expl.image[0, 0] ^= 1                                     # the file no longer is this image
+    npz, _ = expl.save(tmp_path / "changed")
+    assert _stored_keys(npz) == {"image_png"}
+    assert np.array_equal(CaptionExplanation.load(tmp_path / "changed").image, expl.image)
+    expl.image_file = b"not an image"
+    npz, _ = expl.save(tmp_path / "garbage")
+    assert _stored_keys(npz) == {"image_png"}
+
+
+def test_an_uncompressed_source_is_stored_as_png(coffee_files, tmp_path):
+    expl = explain(coffee_files["model"], coffee_files["bmp"], ("gradcam",), caption="a dog sits on the grass")
+    assert expl.image_file is None
+    npz, _ = expl.save(tmp_path / "bmp")
+    assert _stored_keys(npz) == {"image_png"}
+    assert np.array_equal(CaptionExplanation.load(tmp_path / "bmp").image, expl.image)

@@ -6,6 +6,7 @@ explanation methods only ever see 8-bit RGB.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
                   "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS}
 
+KEPT_FORMATS = {"JPEG", "PNG", "WEBP"}  # compressed files an explanation keeps as they are
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 # What a corrupt or unsupported file makes Pillow raise (UnidentifiedImageError is an OSError).
@@ -126,14 +128,36 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
     Raises `ImageLoadError` naming the file when it is missing, not an image, truncated or corrupt.
     """
-    if not os.path.exists(path):
-        raise ImageLoadError(f"{path}: no such file")
+    return read_image(path)[0]
+
+
+def read_image(path: str | os.PathLike) -> tuple[Image.Image, bytes | None]:
+    """`load_image`'s image, and the file's bytes when it is in a compressed format worth keeping as it
+    is (`KEPT_FORMATS`): an explanation file then stores those bytes instead of encoding the image again."""
     try:
-        with Image.open(path) as image:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: cannot read file ({_reason(exc)})") from None
+    image, fmt = _decode(data, path)
+    return image, data if fmt in KEPT_FORMATS else None
+
+
+def decode_image(data: bytes, name: str | os.PathLike) -> Image.Image:
+    """The RGB image of an encoded file's bytes, exactly as `load_image` makes it from the file (`name`
+    is for the error message)."""
+    return _decode(data, name)[0]
+
+
+def _decode(data: bytes, name: str | os.PathLike) -> tuple[Image.Image, str | None]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return _to_rgb(ImageOps.exif_transpose(image)), image.format
     except _DECODE_ERRORS as exc:
-        raise ImageLoadError(f"{path}: cannot read image ({_reason(exc)})") from None
+        raise ImageLoadError(f"{name}: cannot read image ({_reason(exc)})") from None
 
 
 def _reason(exc: Exception) -> str:

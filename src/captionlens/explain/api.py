@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from captionlens.data.images import load_image
+from captionlens.data.images import read_image
 from captionlens.data.vocabulary import Vocabulary, tokenize
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import METHODS, MethodSettings, resolve_settings
@@ -26,15 +26,17 @@ ImageLike = str | Path | Image.Image | np.ndarray
 Settings = Mapping[str, Mapping[str, Any]]
 
 
-def _as_pil(image: ImageLike) -> tuple[Image.Image, str | None]:
+def _as_pil(image: ImageLike) -> tuple[Image.Image, str | None, bytes | None]:
+    """(RGB image, its path, the file's bytes when worth keeping: `data.images.read_image`)."""
     if isinstance(image, (str, Path)):
-        return load_image(image), str(image)
+        pil, encoded = read_image(image)
+        return pil, str(image), encoded
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        return Image.fromarray(image), None
+        return Image.fromarray(image), None, None
     if isinstance(image, Image.Image):
-        return image.convert("RGB"), None
+        return image.convert("RGB"), None, None
     raise TypeError(f"image must be a path, PIL image or (H, W, 3) uint8 array, got {type(image).__name__}")
 
 
@@ -96,7 +98,7 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
     vocab = require_vocab(model, vocab)
     device = model_device(model)
     loaded = [_as_pil(img) for img in images]
-    tensors = torch.stack([model.preprocessing.transform(pil) for pil, _ in loaded]).to(device)
+    tensors = torch.stack([model.preprocessing.transform(pil) for pil, _, _ in loaded]).to(device)
     with eval_mode(model):
         target = TargetLayer(model, target_layer)
         with torch.no_grad():
@@ -116,11 +118,12 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
         decoding.update(score=score, target_layer=target.name)
         contexts = [ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1], caption_tensor(ids, vocab, device),
                                    list(ids), target, activations[i:i + 1], score)
-                    for i, ((pil, _), ids) in enumerate(zip(loaded, id_lists))]
+                    for i, ((pil, _, _), ids) in enumerate(zip(loaded, id_lists))]
         results = [CaptionExplanation(image=ctx.image, tokens=[vocab.idx2word[i] for i in ctx.token_ids],
                                       token_ids=list(ctx.token_ids), log_probs=np.asarray(lp, np.float32),
-                                      source=decoding["source"], decoding=dict(decoding), image_path=path)
-                   for ctx, lp, (_, path) in zip(contexts, log_prob_lists, loaded)]
+                                      source=decoding["source"], decoding=dict(decoding), image_path=path,
+                                      image_file=encoded)
+                   for ctx, lp, (_, path, encoded) in zip(contexts, log_prob_lists, loaded)]
         worded = [k for k, ctx in enumerate(contexts) if ctx.token_ids]   # a caption without words has no maps
         for name, options in checked.items():
             start = time.perf_counter()

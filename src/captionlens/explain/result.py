@@ -1,11 +1,14 @@
 """`CaptionExplanation`: the one result every explanation method fills in, saved as .npz + .json.
 
-Storage (format 2): the image once, losslessly as PNG; per method its raw maps and how they are drawn,
-never the full-resolution maps (they are redrawn on load, behind the same API). Raw maps are kept in
-float16 after dividing each word's map by its largest |value| (the scale is kept in float32), so a
-value is off by at most 2^-11 of its map's largest |value| (float16's half-unit in the last place)
-wherever it lands, and so is every drawn pixel, a convex combination of raw values: one 4,096th of a
-map's range where a figure shows 256 colours. Files of format 1 (full-resolution float32 maps) load.
+Storage (format 2): the image once, losslessly: the bytes of the file it was read from when that is a
+JPEG, PNG or WebP that decodes to exactly the explained pixels (checked when saving; another build of
+the same decoder may differ from them by a unit in a few pixels of a JPEG), else as PNG. Per method its
+raw maps and how they are drawn, never the full-resolution maps (they are redrawn on load, behind the
+same API). Raw maps are kept in float16 after dividing each word's map by its largest |value| (the
+scale is kept in float32), so a value is off by at most 2^-11 of its map's largest |value| (float16's
+half-unit in the last place) wherever it lands, and so is every drawn pixel, a convex combination of
+raw values: one 4,096th of a map's range where a figure shows 256 colours. Files of format 1
+(full-resolution float32 maps) load.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from captionlens.atomic import atomic_path
+from captionlens.data.images import ImageLoadError, decode_image
 from captionlens.explain.maps import Drawing
 
 FORMAT_VERSION = 2
@@ -69,6 +73,7 @@ class CaptionExplanation:
     image_path: str | None = None
     suspect: list[dict[str, Any]] | None = None      # per word {"suspect", "value"} under `suspect_rule`
     suspect_rule: dict[str, Any] | None = None       # the `explain.statistics.SuspectRule` that set them
+    image_file: bytes | None = field(default=None, repr=False)  # the file `image` was decoded from, if kept
 
     @property
     def caption(self) -> str:
@@ -83,8 +88,8 @@ class CaptionExplanation:
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write `<stem>.npz` (arrays) and `<stem>.json` (everything else), each atomically. No pickle anywhere."""
         stem = Path(stem)
-        arrays: dict[str, Any] = {"image_png": _png(self.image), "log_probs": np.asarray(self.log_probs, np.float32),
-                                  "token_ids": np.asarray(self.token_ids, np.int64)}
+        arrays: dict[str, Any] = dict([self._stored_image()], log_probs=np.asarray(self.log_probs, np.float32),
+                                      token_ids=np.asarray(self.token_ids, np.int64))
         meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "caption": self.caption,
                                 "tokens": self.tokens, "source": self.source, "decoding": self.decoding,
                                 "image_path": self.image_path,
@@ -111,6 +116,17 @@ class CaptionExplanation:
             tmp.write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
         return npz_path, json_path
 
+    def _stored_image(self) -> tuple[str, np.ndarray]:
+        """("image_file", the source file's bytes) when they decode to exactly `image`, else ("image_png", a PNG)."""
+        if self.image_file is not None:
+            try:
+                same = np.array_equal(np.asarray(decode_image(self.image_file, "image_file")), self.image)
+            except ImageLoadError:
+                same = False
+            if same:
+                return "image_file", np.frombuffer(self.image_file, np.uint8)
+        return "image_png", _png(self.image)
+
     @classmethod
     def load(cls, stem: str | Path) -> CaptionExplanation:
         """An explanation `save` wrote (format 1 or 2); maps are redrawn from the raw maps when first read."""
@@ -125,8 +141,12 @@ class CaptionExplanation:
             raise ValueError(f"{stem}: unreadable explanation ({exc})") from None
         with arrays:
             methods = {name: _method(arrays, name, info) for name, info in meta["methods"].items()}
-            image = _from_png(arrays["image_png"]) if "image_png" in arrays else arrays["image"]
-            return cls(image=image, tokens=list(meta["tokens"]),
+            image_file = arrays["image_file"].tobytes() if "image_file" in arrays else None
+            if image_file is not None:
+                image = np.asarray(decode_image(image_file, npz_path))
+            else:
+                image = _from_png(arrays["image_png"]) if "image_png" in arrays else arrays["image"]
+            return cls(image=image, image_file=image_file, tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
                        methods=methods, source=meta["source"], decoding=meta["decoding"],
                        image_path=meta.get("image_path"), suspect=meta.get("suspect"),
