@@ -1,4 +1,5 @@
-"""export_explanations(): bad files reported and skipped, atomic per-image folders, resume, unique folder names."""
+"""export_explanations(): bad files reported and skipped, atomic per-image folders, resume (figures an earlier
+run left out drawn, nothing explained again), unique folder names."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import captionlens.export as export_module
 from captionlens.explain import api, explain
@@ -125,6 +127,35 @@ def test_resume_redoes_a_folder_that_lacks_a_requested_method(tmp_path: Path) ->
     assert summary.skipped == [] and [d["folder"] for d in summary.done] == ["a"]
     assert set(CaptionExplanation.load(tmp_path / "out" / "a" / "explanation").methods) == {"gradcam", "gradcam++"}
     assert result_folders(tmp_path / "out") == ["a"]
+
+
+def test_resume_draws_the_figures_an_earlier_run_left_out_without_explaining_again(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch
+                                                                                   ) -> None:
+    model = tiny_model()
+    paths = write_images(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    export_explanations(model, paths, out, methods=("gradcam", "gradcam++"), figures="none", **FAST)
+    assert not list(out.glob("*/grid-*.jpg"))
+    stored = {name: (out / name / "explanation.npz").read_bytes() for name in ("a", "b")}
+
+    def no_explaining(*args, **kwargs):
+        raise AssertionError("a finished image was explained again")
+
+    monkeypatch.setattr(api, "explain_batch", no_explaining)
+    summary = export_explanations(model, paths, out, methods=("gradcam", "gradcam++"), figures="all",
+                                  resume=True, **FAST)
+    assert summary.ok and summary.done == []
+    assert [(s["folder"], s.get("figures_drawn")) for s in summary.skipped] == [("a", True), ("b", True)]
+    for name in ("a", "b"):
+        folder = out / name
+        assert {"grid-gradcam.jpg", "grid-gradcam++.jpg", "comparison.png", "triptych-gradcam.png"} <= {
+            p.name for p in folder.iterdir()}
+        with Image.open(folder / "grid-gradcam.jpg") as grid:
+            assert grid.format == "JPEG" and grid.width > 0
+        assert (folder / "explanation.npz").read_bytes() == stored[name]       # not redone
+    again = export_explanations(model, paths, out, methods=("gradcam",), figures="grid", resume=True, **FAST)
+    assert [s.get("figures_drawn") for s in again.skipped] == [None, None]     # nothing missing any more
 
 
 def test_same_file_name_in_two_folders_gets_two_stable_folders(tmp_path: Path) -> None:

@@ -221,7 +221,8 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/explain"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True, help="Images explained together.")
-@click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete.")
+@click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete "
+              "(drawing any figure --figures asks for that it lacks).")
 @click.option("--lime-samples", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Perturbed images per LIME run.")
 @click.option("--suspect-rule", type=click.Path(path_type=Path), default=None,

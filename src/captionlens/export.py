@@ -13,7 +13,8 @@ Each image folder is built in a hidden temporary folder inside `out_dir` and ren
 interrupted run never leaves a half-written folder: a visible folder is complete. A folder name is
 the image's file stem, with a short hash of its full path added when the stem is taken (another
 input or an earlier run's image has it), and an image keeps the folder an earlier run gave it
-(found by the source path recorded in explanation.json), so `resume` finds its work again.
+(found by the source path recorded in explanation.json), so `resume` finds its work again; it draws
+the figures a finished folder lacks (an earlier run asked for fewer) from its explanation.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +104,13 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
         _remove_partials(out)
     world.barrier()
     summary = ExportSummary(out)
-    pending = _pending_jobs(out, image_paths, methods, resume, summary)  # the same on every rank
+    pending, redraw = _pending_jobs(out, image_paths, methods, resume, figures, summary)  # the same on every rank
     world.barrier()  # every rank has read `out` before any writes to it
     timings = {"explain": 0.0, "figures": 0.0}
+    for folder in redraw[world.rank::world.size]:  # finished folders without the figures asked for now
+        tick = time.perf_counter()
+        _write_figures(out / folder, CaptionExplanation.load(out / folder / EXPLANATION), methods, figures)
+        timings["figures"] += time.perf_counter() - tick
     method_seconds = dict.fromkeys(methods, 0.0)
     mine = pending[world.rank::world.size]
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
@@ -209,16 +215,24 @@ def _read_previous_summary(path: Path) -> dict[str, Any]:
 
 
 def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: list[str], resume: bool,
-                  summary: ExportSummary) -> list[_Job]:
-    """The images to explain now, each with its folder; with `resume`, complete ones go to summary.skipped."""
+                  figures: str, summary: ExportSummary) -> tuple[list[_Job], list[str]]:
+    """(the images to explain now, each with its folder; the folders to draw missing figures in). With
+    `resume`, complete folders go to summary.skipped, and those lacking a figure `figures` asks for
+    (an earlier run's were fewer) get them drawn from their explanation, which is not redone."""
     jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(out), out)
-    pending = []
+    pending, redraw = [], []
     for job in jobs:
-        if resume and _complete(out / job.folder, methods):
-            summary.skipped.append({"path": str(job.path), "folder": job.folder})
-        else:
+        meta = _complete_meta(out / job.folder, methods) if resume else None
+        if meta is None:
             pending.append(job)
-    return pending
+            continue
+        skipped: dict[str, Any] = {"path": str(job.path), "folder": job.folder}
+        if meta.get("tokens") and not all((out / job.folder / name).is_file()
+                                          for name in _figure_files(methods, figures)):
+            redraw.append(job.folder)
+            skipped["figures_drawn"] = True
+        summary.skipped.append(skipped)
+    return pending, redraw
 
 
 def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures: str,
@@ -290,9 +304,10 @@ def _recorded_sources(out: Path) -> dict[str, str]:
     return sources
 
 
-def _complete(folder: Path, methods: Sequence[str]) -> bool:
+def _complete_meta(folder: Path, methods: Sequence[str]) -> dict[str, Any] | None:
+    """explanation.json of a complete folder that holds every one of `methods`, else None."""
     meta = _read_meta(folder) if (folder / f"{EXPLANATION}.npz").is_file() else None
-    return meta is not None and set(methods) <= set(meta.get("methods", {}))
+    return meta if meta is not None and set(methods) <= set(meta.get("methods", {})) else None
 
 
 def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], options: dict[str, Any]
@@ -364,15 +379,27 @@ def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: lis
     return time.perf_counter() - start
 
 
-def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
+def _figure_files(methods: list[str], figures: str) -> dict[str, Callable[[CaptionExplanation, Path], object]]:
+    """The figure files `figures` puts in an image folder (see the module doc), each with what writes it."""
     if figures == "none":
-        return
-    for name in methods:
-        save_tiles(word_tiles(expl, name), folder / f"grid-{name}.jpg")
+        return {}
+    files: dict[str, Callable[[CaptionExplanation, Path], object]] = {
+        f"grid-{name}.jpg": partial(_save_word_tiles, method=name) for name in methods}
     if figures == "all":
         if len(methods) > 1:
-            save_figure(method_comparison(expl, methods), folder / "comparison.png")
-        save_figure(triptych(expl, methods[0], 0), folder / f"triptych-{methods[0]}.png")
+            files["comparison.png"] = lambda expl, path: save_figure(method_comparison(expl, methods), path)
+        files[f"triptych-{methods[0]}.png"] = lambda expl, path: save_figure(triptych(expl, methods[0], 0), path)
+    return files
+
+
+def _save_word_tiles(expl: CaptionExplanation, path: Path, method: str) -> Path:
+    return save_tiles(word_tiles(expl, method), path)
+
+
+def _write_figures(folder: Path, expl: CaptionExplanation, methods: list[str], figures: str) -> None:
+    """`_figure_files`, each written atomically."""
+    for name, write in _figure_files(methods, figures).items():
+        write(expl, folder / name)
 
 
 def _remove_partials(out: Path) -> None:
