@@ -60,6 +60,13 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized[:, 0].numpy()
 
 
+def colormap_positions(maps: np.ndarray, size: tuple[int, int], signed: bool) -> np.ndarray:
+    """A (T, h, w) stack -> (T, H, W) uint8 colormap positions (0..255, `unit_scale`'s) at `size`; scaled
+    after resizing, so each map spans the whole colour scale at the size it is shown."""
+    unit, _ = unit_scale(resize_maps(maps, size), signed)
+    return np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
+
+
 def peak_normalize(maps: np.ndarray) -> np.ndarray:
     """Divide each map of a (T, H, W) stack by its largest |value| (all-zero map -> zeros), keeping 0 at 0."""
     maps = np.asarray(maps, dtype=np.float32)

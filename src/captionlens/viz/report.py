@@ -46,9 +46,8 @@ from captionlens.viz.overlay import (
     SIGNED_CMAP,
     check_image,
     colormap_lut,
+    colormap_positions,
     method_maps,
-    resize_maps,
-    unit_scale,
 )
 
 ASSETS = "assets"
@@ -188,11 +187,9 @@ def _save_jpeg(photo: Image.Image, longest: int, path: Path) -> None:
 def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
     """(T, H, W) maps -> PNG data URL of a (T * h, w) uint8 stack of colormap positions (0..255); scaled
     after shrinking, so each sprite spans the whole colour scale."""
-    unit, _ = unit_scale(resize_maps(maps, heat_hw), signed)
-    small = unit.reshape(-1, heat_hw[1])
+    stack = colormap_positions(maps, heat_hw, signed).reshape(-1, heat_hw[1])
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(small * 255), 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG",
-                                                                                      compress_level=1)
+    Image.fromarray(stack, mode="L").save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

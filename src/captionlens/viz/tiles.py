@@ -24,9 +24,8 @@ from captionlens.viz.overlay import (
     SIGNED_CMAP,
     check_image,
     colormap_lut,
+    colormap_positions,
     method_maps,
-    resize_maps,
-    unit_scale,
 )
 
 MIN_TILE = 128          # longest side of a tile, px: small images are enlarged to this
@@ -50,8 +49,7 @@ def word_tiles(expl: CaptionExplanation, method: str, max_cols: int = 5, alpha: 
     signed = is_signed(method, maps)
     size = tile_size(image.shape[:2])
     base = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    unit, _ = unit_scale(resize_maps(maps, size), signed)
-    positions = np.rint(unit * 255).astype(np.uint8)
+    positions = colormap_positions(maps, size, signed)
     palette = _palette(SIGNED_CMAP if signed else DEFAULT_CMAP)
     tiles = []
     for position in positions:  # colour by palette lookup and blend, both in PIL's C code
