@@ -22,19 +22,24 @@ METHODS = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
 WORDS = "a dog sits on the grass next to a small red ball and a cup of coffee".split()
 
 
-@pytest.fixture(scope="module")
-def photo_explanation() -> CaptionExplanation:
-    """scikit-image's coffee photo at 500 x 375, a 224 px attention model, a twelve-word caption."""
-    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS))
+def attention_model(image_size: int) -> ShowAttendTellModel:
+    """A seeded tiny Show-Attend-Tell model over the words of WORDS, taking `image_size` px input."""
     torch.manual_seed(0)
     vocab = Vocabulary(sorted(set(WORDS)))
     model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
                                                      attention_dim=16, backbone="tiny", grid_size=7,
-                                                     preprocessing=Preprocessing(image_size=224)))
-    calibrate_batchnorm(model, 224)
+                                                     preprocessing=Preprocessing(image_size=image_size)))
+    calibrate_batchnorm(model, image_size)
     model.vocab = vocab
+    return model
+
+
+@pytest.fixture(scope="module")
+def photo_explanation() -> CaptionExplanation:
+    """scikit-image's coffee photo at 500 x 375, a 224 px attention model, a twelve-word caption."""
+    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS))
     caption = " ".join(WORDS[:12])
-    return explain(model, photo, METHODS, caption=caption, settings={"lime": {"num_samples": 60}})
+    return explain(attention_model(224), photo, METHODS, caption=caption, settings={"lime": {"num_samples": 60}})
 
 
 def _bound(raw: np.ndarray) -> np.ndarray:
@@ -99,14 +104,7 @@ def coffee_files(tmp_path_factory) -> dict[str, object]:
     photo = Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS)
     photo.save(folder / "coffee.jpg", quality=90)
     photo.save(folder / "coffee.bmp")
-    torch.manual_seed(0)
-    vocab = Vocabulary(sorted(set(WORDS)))
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                                     attention_dim=16, backbone="tiny", grid_size=7,
-                                                     preprocessing=Preprocessing(image_size=64)))
-    calibrate_batchnorm(model, 64)
-    model.vocab = vocab
-    return {"jpg": folder / "coffee.jpg", "bmp": folder / "coffee.bmp", "model": model}
+    return {"jpg": folder / "coffee.jpg", "bmp": folder / "coffee.bmp", "model": attention_model(64)}
 
 
 def _stored_keys(npz) -> set[str]:
