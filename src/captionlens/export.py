@@ -180,12 +180,11 @@ def rebuild_report(out_dir: str | os.PathLike) -> ExportSummary:
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"{out}: no such folder")
-    folders = _result_folders(out)
-    if not folders:
+    metas = _folder_metas(out)
+    if not metas:
         raise ValueError(f"{out}: no complete image folder (with explanation.json and explanation.npz) to report")
     previous = _read_previous_summary(out / SUMMARY)
     summary = ExportSummary(out)
-    metas = {folder.name: _read_meta(folder) or {} for folder in folders}
     summary.done = [{"path": str(meta.get("image_path")), "folder": name, "caption": meta.get("caption", "")}
                     for name, meta in metas.items()]
     done_paths = {d["path"] for d in summary.done}
@@ -219,11 +218,12 @@ def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: 
     """(the images to explain now, each with its folder; the folders to draw missing figures in). With
     `resume`, complete folders go to summary.skipped, and those lacking a figure `figures` asks for
     (an earlier run's were fewer) get them drawn from their explanation, which is not redone."""
-    jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(out), out)
+    metas = _folder_metas(out)
+    jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(metas), out)
     pending, redraw = [], []
     for job in jobs:
-        meta = _complete_meta(out / job.folder, methods) if resume else None
-        if meta is None:
+        meta = metas.get(job.folder, {}) if resume else {}
+        if not meta or not set(methods) <= set(meta.get("methods", {})):  # not complete with every method
             pending.append(job)
             continue
         skipped: dict[str, Any] = {"path": str(job.path), "folder": job.folder}
@@ -294,20 +294,18 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _recorded_sources(out: Path) -> dict[str, str]:
+def _folder_metas(out: Path) -> dict[str, dict[str, Any]]:
+    """Folder name -> its explanation.json ({} when unreadable), for every complete folder, read once."""
+    return {folder.name: _read_meta(folder) or {} for folder in _result_folders(out)}
+
+
+def _recorded_sources(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Absolute source image path -> folder name, for the complete folders an earlier run left."""
     sources: dict[str, str] = {}
-    for folder in _result_folders(out):
-        meta = _read_meta(folder)
-        if meta and meta.get("image_path"):
-            sources.setdefault(meta["image_path"], folder.name)
+    for name, meta in metas.items():
+        if meta.get("image_path"):
+            sources.setdefault(meta["image_path"], name)
     return sources
-
-
-def _complete_meta(folder: Path, methods: Sequence[str]) -> dict[str, Any] | None:
-    """explanation.json of a complete folder that holds every one of `methods`, else None."""
-    meta = _read_meta(folder) if (folder / f"{EXPLANATION}.npz").is_file() else None
-    return meta if meta is not None and set(methods) <= set(meta.get("methods", {})) else None
 
 
 def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], options: dict[str, Any]
