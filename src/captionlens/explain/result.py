@@ -142,10 +142,9 @@ class CaptionExplanation:
         with arrays:
             methods = {name: _method(arrays, name, info) for name, info in meta["methods"].items()}
             image_file = arrays["image_file"].tobytes() if "image_file" in arrays else None
-            if image_file is not None:
-                image = np.asarray(decode_image(image_file, npz_path))
-            else:
-                image = _from_png(arrays["image_png"]) if "image_png" in arrays else arrays["image"]
+            encoded = image_file if image_file is not None else (
+                arrays["image_png"].tobytes() if "image_png" in arrays else None)
+            image = np.asarray(decode_image(encoded, npz_path)) if encoded is not None else arrays["image"]
             return cls(image=image, image_file=image_file, tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
                        methods=methods, source=meta["source"], decoding=meta["decoding"],
@@ -200,11 +199,6 @@ def _png(image: np.ndarray) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG", compress_level=1)
     return np.frombuffer(buffer.getvalue(), np.uint8)
-
-
-def _from_png(data: np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(data.tobytes())) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def _jsonable(value: Any) -> Any:
