@@ -1,35 +1,37 @@
 """Every gradient route on every model variant against plain autograd, word by word: Show-and-Tell with
 and without a BatchNorm head, Show-Attend-Tell with tanh and with ReLU attention, and a captioner written
 from scratch (examples/custom_captioner.py). Also the written-out attention backward and its recording
-step on their own, and which route each model is given."""
+cell on their own, which route each model is given, and that a class gets one written-out backward."""
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.explain.attention_backward import attention_feature_grads, recorded_step
-from captionlens.explain.gradients import gradient_route, word_gradients
+from captionlens.explain.attention_backward import RecordingLSTMCell, attention_feature_grads
+from captionlens.explain.gradients import _WRITTEN_OUT, gradient_route, register_feature_gradients, word_gradients
 from captionlens.explain.scoring import padded_captions
 from captionlens.explain.target import TargetLayer
-from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
+from captionlens.models import ShowAttendTellModel
+from captionlens.registries import origin_of
+from zoo import NUMBERED_WORDS, tiny_captioner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from custom_captioner import GRUCaptioner  # noqa: E402
 
-VOCAB = Vocabulary([f"w{i}" for i in range(20)])
-COMMON = {"vocab_size": len(VOCAB), "embed_size": 12, "hidden_size": 16, "backbone": "tiny",
-          "preprocessing": Preprocessing(image_size=32)}
+VOCAB = Vocabulary(NUMBERED_WORDS)
+# The zoo's sizes for every variant (32 px); `_model` calibrates them its own way, in double precision.
+TINY = {"vocab": VOCAB, "embed_size": 12, "hidden_size": 16, "attention_dim": 8, "grid_size": 3, "calibrate": False,
+        "attach_vocab": False}
 VARIANTS = {
-    "show-tell": lambda: CNNLSTMModel(ShowTellConfig(**COMMON)),
-    "show-tell, batch-norm head": lambda: CNNLSTMModel(ShowTellConfig(**COMMON, head="linear-batchnorm")),
-    "show-attend-tell, tanh": lambda: ShowAttendTellModel(ShowAttendTellConfig(**COMMON, attention_dim=8, grid_size=3)),
-    "show-attend-tell, relu": lambda: ShowAttendTellModel(ShowAttendTellConfig(**COMMON, attention_dim=8, grid_size=3,
-                                                                               attention_activation="relu")),
+    "show-tell": lambda: tiny_captioner("show-tell", **TINY),
+    "show-tell, batch-norm head": lambda: tiny_captioner("show-tell", **TINY, head="linear-batchnorm"),
+    "show-attend-tell, tanh": lambda: tiny_captioner("show-attend-tell", **TINY),
+    "show-attend-tell, relu": lambda: tiny_captioner("show-attend-tell", **TINY, attention_activation="relu"),
     "custom GRU captioner": lambda: GRUCaptioner(VOCAB, channels=8, hidden=12, image_size=32),
 }
 CAPTIONS = [[5, 9, 7, 11, 6], [8, 4], [13, 13, 10]]
@@ -102,8 +104,9 @@ def test_a_subclass_does_not_inherit_the_written_out_backward():
             activated, alpha, context, gate = super().attend(h, features, projected)
             return activated, alpha, 2 * context, gate
 
+    config = tiny_captioner("show-attend-tell", **TINY).config      # the zoo's sizes, the subclass's forward
     torch.manual_seed(0)
-    model = ScaledAttention(ShowAttendTellConfig(**COMMON, attention_dim=8, grid_size=3)).eval()
+    model = ScaledAttention(config).eval()
     assert gradient_route(model, TargetLayer(model)) == "replicated"
 
 
@@ -140,18 +143,83 @@ def test_attention_feature_grads_refuse_training_mode_and_unknown_scores():
         attention_feature_grads(model.train(), features, captions, [2])
 
 
+def test_a_second_written_out_backward_for_a_class_is_refused():
+    class Throwaway(ShowAttendTellModel):
+        pass
+
+    def first_grads(model, features, captions, lengths, score):
+        raise NotImplementedError
+
+    @torch.no_grad()                                     # named by where it is written, not by torch's wrapper
+    def second_grads(model, features, captions, lengths, score):
+        raise NotImplementedError
+
+    register_feature_gradients(Throwaway, covers=lambda model: True)(first_grads)
+    try:
+        with pytest.raises(ValueError, match="registered twice") as error:
+            register_feature_gradients(Throwaway, covers=lambda model: True)(second_grads)
+        message = str(error.value)
+        assert origin_of(first_grads) in message and origin_of(inspect.unwrap(second_grads)) in message
+        assert message.count(__file__) == 2
+        assert _WRITTEN_OUT[Throwaway][1] is first_grads                    # refused, not overwritten
+    finally:
+        del _WRITTEN_OUT[Throwaway]
+    assert Throwaway not in _WRITTEN_OUT
+
+
+def test_the_recording_cell_equals_the_lstm_cell_on_its_weights():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        lstm = torch.nn.LSTMCell(10, 6, bias=bias).double()
+        inputs, h, c = torch.randn(3, 10).double(), torch.randn(3, 6).double(), torch.randn(3, 6).double()
+        cell = RecordingLSTMCell(lstm)
+        recorded_h, recorded_c = cell(inputs, (h, c))
+        expected_h, expected_c = lstm(inputs, (h, c))
+        torch.testing.assert_close(recorded_h, expected_h, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(recorded_c, expected_c, rtol=1e-12, atol=1e-14)
+        (gates,) = cell.steps
+        assert gates.c_prev is c and gates.h is recorded_h and gates.c is recorded_c
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_recorded_step_equals_the_step_training_and_decoding_take(activation):
+def test_the_recorded_step_is_the_step_training_and_decoding_take(activation):
+    """The written-out backward records `advance` through a `RecordingLSTMCell`; with the default cell
+    (the model's `nn.LSTMCell`, which `step` and `teacher_forced_hidden` run) it is the same step."""
     model = _model(f"show-attend-tell, {activation}").float()
     torch.manual_seed(1)
-    state = model.init_state(torch.randn(2, 9, model.encoder.channels))
+    features = torch.randn(2, 9, model.encoder.channels)
+    state = model.init_state(features)
     tokens = torch.tensor([5, 7])
-    parts = recorded_step(model, tokens, state)
     d = model.decoder
-    cell_h, cell_c = d.lstm(torch.cat([d.embed(tokens), parts.gate * parts.context], 1), state[:2])
-    torch.testing.assert_close(parts.h, cell_h)
-    torch.testing.assert_close(parts.c, cell_c)
-    (h, _, *_), alpha = model.advance(tokens, state)
-    torch.testing.assert_close(parts.h, h)
-    torch.testing.assert_close(parts.alpha, alpha)
-    torch.testing.assert_close(parts.alpha.sum(1), torch.ones(2))
+    calls = []
+    hook = d.lstm.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cell = RecordingLSTMCell(d.lstm)
+        recorded, recorded_trace = model.advance(tokens, state, cell)
+        assert not calls                                        # the recording cell replaces the kernel
+        plain, trace = model.advance(tokens, state)
+        assert len(calls) == 1                                  # the default is the model's nn.LSTMCell
+    finally:
+        hook.remove()
+    for name, value in trace._asdict().items():
+        torch.testing.assert_close(getattr(recorded_trace, name), value, rtol=0, atol=0, msg=name)
+    cell_h, cell_c = d.lstm(torch.cat([d.embed(tokens), trace.gate * trace.context], 1), state[:2])
+    (gates,) = cell.steps
+    torch.testing.assert_close(gates.h, cell_h)
+    torch.testing.assert_close(gates.c, cell_c)
+    torch.testing.assert_close(recorded[0], plain[0])
+    torch.testing.assert_close(recorded[1], plain[1])
+    assert recorded[0] is gates.h and recorded[1] is gates.c
+    assert all(a is b for a, b in zip(recorded[2:], plain[2:], strict=True))  # annotations pass through
+    logits, stepped, alpha = model.step(tokens, state)                  # decoding's step
+    torch.testing.assert_close(stepped[0], plain[0], rtol=0, atol=0)
+    torch.testing.assert_close(alpha, trace.alpha, rtol=0, atol=0)
+    torch.testing.assert_close(logits, model.output_logits(plain[0]), rtol=0, atol=0)
+    torch.testing.assert_close(trace.alpha.sum(1), torch.ones(2))
+    captions = torch.tensor([[5, 7, 9, 11], [7, 4, 4, 6]])             # training's teacher-forced pass
+    hidden, alphas = model.teacher_forced_hidden(features, captions)
+    cell, recorded = RecordingLSTMCell(d.lstm), state
+    for t in range(captions.size(1) - 1):
+        recorded, recorded_trace = model.advance(captions[:, t], recorded, cell)
+        torch.testing.assert_close(recorded[0], hidden[:, t])
+        torch.testing.assert_close(recorded_trace.alpha, alphas[:, t])

@@ -1,4 +1,5 @@
-"""Tiny random captioning models for the model tests: a 24-word vocabulary, 16/32-wide decoders."""
+"""Tiny random captioning models for the model tests (the zoo's, tests/zoo.py): a 24-word vocabulary,
+16/32-wide decoders, sharpened."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,10 +7,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig
 from captionlens.models.base import CaptionModel
+from zoo import NUMBERED_WORDS, tiny_captioner
 
 
 @pytest.fixture(params=["show-tell", "show-attend-tell"])
@@ -20,7 +20,7 @@ def kind(request) -> str:
 
 @pytest.fixture
 def vocab() -> Vocabulary:
-    return Vocabulary([f"w{i}" for i in range(20)])
+    return Vocabulary(NUMBERED_WORDS)
 
 
 @pytest.fixture
@@ -33,12 +33,8 @@ def make_model(vocab: Vocabulary) -> Callable[..., CaptionModel]:
     <END> logit so that more captions end before max_length.
     """
     def build(kind: str, seed: int = 0, sharpen: float = 1.5, end_bias: float = 0.0, **config) -> CaptionModel:
-        torch.manual_seed(seed)
-        common = {"vocab_size": len(vocab), "embed_size": 16, "hidden_size": 32, "backbone": "tiny",
-                  "preprocessing": Preprocessing(image_size=32)}
-        model: CaptionModel = (CNNLSTMModel(ShowTellConfig(**common, **config)) if kind == "show-tell"
-                               else ShowAttendTellModel(ShowAttendTellConfig(**common, attention_dim=16, grid_size=3,
-                                                                             **config)))
+        model = tiny_captioner(kind, vocab=vocab, hidden_size=32, grid_size=3, seed=seed, calibrate=False,
+                               attach_vocab=False, **config)
         torch.manual_seed(seed)  # the decoder's weights must not depend on how many the encoder drew
         for module in model.decoder.modules():
             if module is not model.decoder and hasattr(module, "reset_parameters"):

@@ -16,12 +16,12 @@ from captionlens.models import (
     CheckpointError,
     CNNLSTMModel,
     ShowAttendTellModel,
-    ShowTellConfig,
     decode,
     load,
     load_checkpoint,
     save_checkpoint,
 )
+from zoo import tiny_captioner
 
 
 def _caption(model, vocab, images):
@@ -74,10 +74,9 @@ def test_load_returns_the_class_the_file_holds(make_model, vocab, tmp_path):
 
 @pytest.mark.parametrize("head", ["linear", "linear-batchnorm"])
 def test_legacy_show_tell_pth_is_read_and_its_config_inferred(head, vocab, tmp_path):
-    torch.manual_seed(0)
-    config = ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32, backbone="tiny", num_layers=2,
-                            head=head)
-    model = CNNLSTMModel(config).eval()
+    model = tiny_captioner("show-tell", vocab=vocab, image_size=224, hidden_size=32, num_layers=2, head=head,
+                           calibrate=False, attach_vocab=False)
+    config = model.config
     ckpt = load_checkpoint(_legacy_file(tmp_path / "old.pth", model, vocab))
     assert ckpt.model.config == config          # every size, the head and the seed's 224 px preprocessing
     assert (ckpt.epoch, ckpt.metrics) == (4, {"loss": 2.5})
@@ -135,9 +134,8 @@ def test_a_checkpoint_is_recognised_by_content_not_suffix(make_model, vocab, tmp
 
 def test_legacy_pth_with_numeric_sequential_keys_is_renamed(vocab, tmp_path):
     """The seed notebook's encoder was `nn.Sequential(*resnet.children())`: keys `encoder.resnet.7.0...`."""
-    torch.manual_seed(0)
-    model = CNNLSTMModel(ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                        backbone="resnet18")).eval()
+    model = tiny_captioner("show-tell", vocab=vocab, backbone="resnet18", image_size=224, hidden_size=32,
+                           calibrate=False, attach_vocab=False)
     names = [name for name, _ in model.encoder.resnet.named_children()]
     numeric = {}
     for key, tensor in model.state_dict().items():

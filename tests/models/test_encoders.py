@@ -1,15 +1,17 @@
-"""Encoders: the grid pool, every torchvision ResNet by name, a trunk registered by a user, and telling
-trunks apart by the exact shapes of their weights."""
+"""Encoders: the grid pool, every torchvision ResNet by name, a trunk registered by a user (once: a second
+registration of its name is refused), and telling trunks apart by the exact shapes of their weights."""
 from __future__ import annotations
+
+import re
+import sys
 
 import pytest
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from captionlens.data.images import Preprocessing
-from captionlens.models import CNNLSTMModel, ShowTellConfig
-from captionlens.models.encoders import TRUNKS, GridPool, identify_trunk, register_trunk, trunk_shapes
+from captionlens.models.encoders import TRUNKS, GridPool, identify_trunk, register_trunk, tiny_trunk, trunk_shapes
+from zoo import NUMBERED_WORDS, tiny_captioner
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -44,15 +46,37 @@ def test_a_trunk_no_backbone_fits_is_named_by_key_and_shape():
         identify_trunk(shapes)
 
 
-def test_a_registered_torchvision_trunk_builds_and_is_told_from_resnet50(monkeypatch):
-    monkeypatch.setitem(TRUNKS, "resnext50_32x4d", TRUNKS["resnet50"])  # restored after the test
+@pytest.fixture
+def scratch_trunks():
+    """Trunks a test registers are unregistered after it (a name can be registered only once)."""
+    before = set(TRUNKS)
+    yield
+    for name in set(TRUNKS) - before:
+        del TRUNKS[name]
+    trunk_shapes.cache_clear()
+
+
+def test_a_registered_torchvision_trunk_builds_and_is_told_from_resnet50(scratch_trunks):
     register_trunk("resnext50_32x4d")
-    torch.manual_seed(0)
-    model = CNNLSTMModel(ShowTellConfig(vocab_size=10, embed_size=8, hidden_size=8, backbone="resnext50_32x4d",
-                                        preprocessing=Preprocessing(image_size=32))).eval()
+    model = tiny_captioner("show-tell", vocab=NUMBERED_WORDS[:6], embed_size=8, hidden_size=8,
+                           backbone="resnext50_32x4d", calibrate=False, attach_vocab=False)
     assert model.encoder.channels == 2048
     assert model.encode(torch.randn(1, 3, 32, 32)).shape == (1, 8)
     shapes = {k.removeprefix("encoder.resnet."): tuple(v.shape) for k, v in model.state_dict().items()
               if k.startswith("encoder.resnet.")}
     assert identify_trunk(shapes) == "resnext50_32x4d"           # same keys as resnet50, other shapes
     assert identify_trunk(trunk_shapes("resnet50")) == "resnet50"
+
+
+def test_a_trunk_name_registered_twice_is_refused_naming_both_lines(scratch_trunks):
+    first = sys._getframe().f_lineno + 1
+    register_trunk("mine", tiny_trunk, dropped=())
+    with pytest.raises(ValueError) as info:
+        again = sys._getframe().f_lineno + 1
+        register_trunk("mine", lambda pretrained: nn.Sequential(), dropped=())
+    assert str(info.value) == (f"trunk 'mine' is registered twice: first by {__file__}:{first}, "
+                               f"again by {__file__}:{again}")
+    assert TRUNKS["mine"].build is tiny_trunk                    # the first registration stands
+    with pytest.raises(ValueError, match=rf"trunk 'resnet50' is registered twice: first by .*encoders\.py:\d+, "
+                                         rf"again by {re.escape(__file__)}:\d+$"):
+        register_trunk("resnet50")

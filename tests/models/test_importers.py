@@ -39,7 +39,6 @@ from tutorial_reference import (
 import captionlens
 from captionlens.cli import main
 from captionlens.data.images import Preprocessing
-from captionlens.explain.gradcam import gradcam_batch
 from captionlens.models import CheckpointError, decode, load_checkpoint
 from captionlens.models.importers import (
     ConversionError,
@@ -173,11 +172,12 @@ def test_yunjey_gradcam_per_word_equals_autograd_on_the_tutorial_model(yunjey152
     (cam,) = yunjey152.gradcam(batch[k:k + 1], [single.ids])
     _assert_cams_equal(explained["gradcam"].raw, cam)
     # batched over images (every word of every image at once), on given captions
-    captions = [[model.vocab.word2idx[w] for w in _ours(r.words)] for r in reference]
-    cams = gradcam_batch(model, batch, captions)
-    for ours, ref in zip(cams, yunjey152.gradcam(batch, [r.ids for r in reference]), strict=True):
-        if len(ref):
-            _assert_cams_equal(ours, ref)
+    worded = [i for i, r in enumerate(reference) if r.words]
+    explained = captionlens.explain_batch(model, [images[i] for i in worded], ("gradcam",),
+                                          captions=[" ".join(_ours(reference[i].words)) for i in worded])
+    cams = yunjey152.gradcam(batch[worded], [reference[i].ids for i in worded])
+    for ours, ref in zip(explained, cams, strict=True):
+        _assert_cams_equal(ours["gradcam"].raw, ref)
 
 
 def test_sgrvinod_resnet101_captions_log_probs_and_alphas_equal_the_tutorial_models(sgrvinod101, sgrvinod101_model,
@@ -318,7 +318,7 @@ def test_vocab_pkl_with_a_payload_is_refused_and_runs_nothing(attack, yunjey18, 
 def test_sgrvinod_checkpoint_with_a_payload_is_refused_and_runs_nothing(where, attack, legacy, sgrvinod18, tmp_path):
     marker = tmp_path / "MARKER"
     payload = _payload(attack, marker)
-    state = dict(sgrvinod18.checkpoint)
+    state = dict(sgrvinod18.saved)
     if where == "entry":
         state["payload"] = payload
     else:  # inside the decoder optimizer's param group, among its hyperparameters
@@ -371,7 +371,7 @@ def test_trunk_that_fits_no_known_resnet_is_named(tutorial, yunjey18, tmp_path):
     else:
         ref = make_sgrvinod(tmp_path, WORDS, depth=18)
         ref.encoder.resnet[LAYER4][1].conv2 = nn.Conv2d(512, 500, 3, padding=1, bias=False)
-        save_sgrvinod(ref.checkpoint_path, ref.checkpoint)
+        save_sgrvinod(ref.checkpoint_path, ref.saved)
         with pytest.raises(ConversionError, match=r"BEST_checkpoint_.*\.pth\.tar: " + expected):
             sgrvinod_checkpoint(ref.checkpoint_path, ref.word_map_path)
 
@@ -406,7 +406,8 @@ def test_load_checkpoint_says_which_convert_command_reads_a_tutorials_file(which
     else:
         part = which.removeprefix("yunjey-")
         assert "`captionlens convert yunjey --encoder" in message
-        assert ("pickled Vocabulary" if part == "vocab" else f"an {part} state dict") in message
+        assert {"vocab": "pickled Vocabulary", "encoder": "an encoder state dict",
+                "decoder": "a decoder state dict"}[part] in message
         if part != "vocab":                                  # the command names the file itself
             assert f"--{part} {path.name} " in message
 
@@ -476,7 +477,7 @@ def test_cli_errors_are_one_line_and_exit_2(tutorial, yunjey18, sgrvinod18, tmp_
         expected = f"error: word map not found: {missing}"
     else:
         evil = save_sgrvinod(tmp_path / "BEST_checkpoint_evil.pth.tar",
-                             {**sgrvinod18.checkpoint, "payload": _payload("os-system", marker)})
+                             {**sgrvinod18.saved, "payload": _payload("os-system", marker)})
         args = ["sgrvinod", "--checkpoint", evil, "--word-map", sgrvinod18.word_map_path]
         expected = f"error: {evil}: refused to unpickle the global {_refused('os-system', 2)}"
     out = tmp_path / "model.safetensors"

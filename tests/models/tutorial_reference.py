@@ -408,7 +408,7 @@ class Sgrvinod:
     word_map: dict[str, int]
     checkpoint_path: Path
     word_map_path: Path
-    checkpoint: dict
+    saved: dict  # what train.py's save_checkpoint saved at checkpoint_path
 
     size: int = 64
 

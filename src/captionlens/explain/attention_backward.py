@@ -7,6 +7,10 @@ teacher-forced forward runs once per image, then one reverse sweep carries a cot
 row t joining at step t, where word t is scored. The annotations' gradient through the contexts,
 sum_s alpha_s (x) dcontext_s, is formed once at the end instead of as a (B, T, N, C) term per step.
 
+The forward is the model's own step, `ShowAttendTellModel.advance`, which returns the step's attention
+intermediates; the backward only hands it a `RecordingLSTMCell`, the LSTM cell's equations on the same
+weights, which keeps the gates the sweep needs.
+
 Registered for `ShowAttendTellModel` itself (not subclasses, which may change the forward) with tanh
 or ReLU attention; the tests check it against autograd word by word for both.
 """
@@ -17,24 +21,21 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from captionlens.explain.gradients import register_feature_gradients
 from captionlens.explain.scoring import Score, check_score
-from captionlens.models.protocol import Captioner, State
-from captionlens.models.show_attend_tell import ShowAttendTellModel
+from captionlens.models.protocol import Captioner
+from captionlens.models.show_attend_tell import ShowAttendTellModel, StepTrace
 
 # d f / d x from the activated value y = f(x), for each attention nonlinearity the backward covers.
 ACTIVATION_SLOPES = {"tanh": lambda y: 1 - y ** 2, "relu": lambda y: (y > 0).to(y.dtype)}
 
 
-class StepParts(NamedTuple):
-    """One attention-decoder step's inputs, intermediates and outputs (all batch-first)."""
+class LSTMGates(NamedTuple):
+    """One LSTM cell call's input cell state, gates and outputs (all (B, H))."""
 
     c_prev: torch.Tensor
-    activated: torch.Tensor  # (B, N, A) f(W_e a_i + W_h h)
-    alpha: torch.Tensor      # (B, N)
-    context: torch.Tensor    # (B, C) sum_i alpha_i a_i, before the gate
-    gate: torch.Tensor       # (B, C) sigmoid(f_beta(h))
     i: torch.Tensor
     f: torch.Tensor
     g: torch.Tensor
@@ -44,19 +45,26 @@ class StepParts(NamedTuple):
     c: torch.Tensor
 
 
-def recorded_step(model: ShowAttendTellModel, tokens: torch.Tensor, state: State) -> StepParts:
-    """`model.advance` with every intermediate kept: the model's own attention, and the LSTM cell's gates
-    written out on `decoder.lstm`'s weights (PyTorch's i, f, g, o order; tested equal to `advance`)."""
-    h, c, features, projected = state
-    activated, alpha, context, gate = model.attend(h, features, projected)
-    lstm = model.decoder.lstm
-    inputs = torch.cat([model.decoder.embed(tokens), gate * context], dim=1)
-    gates = F.linear(inputs, lstm.weight_ih, lstm.bias_ih) + F.linear(h, lstm.weight_hh, lstm.bias_hh)
-    i, f, g, o = gates.chunk(4, dim=1)
-    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-    c_new = f * c + i * g
-    tanh_c = c_new.tanh()
-    return StepParts(c, activated, alpha, context, gate, i, f, g, o, tanh_c, o * tanh_c, c_new)
+class RecordingLSTMCell:
+    """`nn.LSTMCell`'s equations on that cell's own weights (PyTorch's i, f, g, o gate order), called as
+    the cell is, `(inputs, (h, c)) -> (h, c)`; every call's gates are kept in `steps`, in order. Passed to
+    `ShowAttendTellModel.advance`, it records the step the model takes (tested equal to the cell)."""
+
+    def __init__(self, lstm: nn.LSTMCell) -> None:
+        self.lstm = lstm
+        self.steps: list[LSTMGates] = []
+
+    def __call__(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        lstm = self.lstm
+        gates = F.linear(inputs, lstm.weight_ih, lstm.bias_ih) + F.linear(h, lstm.weight_hh, lstm.bias_hh)
+        i, f, g, o = gates.chunk(4, dim=1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c_new = f * c + i * g
+        tanh_c = c_new.tanh()
+        self.steps.append(LSTMGates(c, i, f, g, o, tanh_c, o * tanh_c, c_new))
+        return self.steps[-1].h, c_new
 
 
 def _covers(model: Captioner) -> bool:
@@ -82,17 +90,18 @@ def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: 
     batch, regions, _ = features.shape
     steps = max(lengths, default=0)
     state = model.init_state(features)
-    parts = []
+    cell = RecordingLSTMCell(d.lstm)
+    traces: list[StepTrace] = []              # each step's attention; cell.steps holds its LSTM gates
     for s in range(steps):
-        parts.append(recorded_step(model, captions[:, s], state))
-        state = (parts[-1].h, parts[-1].c, state[2], state[3])
-    if not parts:
+        state, trace = model.advance(captions[:, s], state, cell)
+        traces.append(trace)
+    if not traces:
         return features.new_zeros(batch, 0, *features.shape[1:])
     targets = captions[:, 1:steps + 1]
     if score == "logit":
         d_out = d.fc.weight[targets]                                              # (B, T, H)
     else:
-        probs = model.output_logits(torch.stack([p.h for p in parts], 1)).softmax(-1)
+        probs = model.output_logits(torch.stack([q.h for q in cell.steps], 1)).softmax(-1)
         d_out = (F.one_hot(targets, probs.size(-1)).to(probs) - probs) @ d.fc.weight
     lengths_t = torch.as_tensor(lengths, device=features.device)
     d_out = d_out * (torch.arange(steps, device=features.device) < lengths_t[:, None]).unsqueeze(2)
@@ -107,12 +116,12 @@ def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: 
     d_projected = features.new_zeros(batch, steps, regions, full_att.numel())
     d_contexts = features.new_zeros(batch, steps, steps, features.size(2))      # [b, word t, step s]
     for s in reversed(range(steps)):
-        p = parts[s]
+        p, q = traces[s], cell.steps[s]                                              # attention, LSTM cell
         dh = torch.cat([d_out[:, s:s + 1], dh], 1)                                  # word s joins
         dc = torch.cat([dc.new_zeros(batch, 1, dc.size(2)), dc], 1)
-        dc = dc + dh * row(p.o * (1 - p.tanh_c ** 2))
-        d_gates = torch.cat([dc * row(p.g * p.i * (1 - p.i)), dc * row(p.c_prev * p.f * (1 - p.f)),
-                             dc * row(p.i * (1 - p.g ** 2)), dh * row(p.tanh_c * p.o * (1 - p.o))], 2)
+        dc = dc + dh * row(q.o * (1 - q.tanh_c ** 2))
+        d_gates = torch.cat([dc * row(q.g * q.i * (1 - q.i)), dc * row(q.c_prev * q.f * (1 - q.f)),
+                             dc * row(q.i * (1 - q.g ** 2)), dh * row(q.tanh_c * q.o * (1 - q.o))], 2)
         d_gated = d_gates @ d.lstm.weight_ih[:, embed_size:]                      # d (gate * context)
         d_context = d_gated * row(p.gate)
         d_contexts[:, s:, s] = d_context
@@ -123,8 +132,8 @@ def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: 
         d_gate_in = d_gated * row(p.context * p.gate * (1 - p.gate))                # before the sigmoid
         dh = (d_gates @ d.lstm.weight_hh + d_gate_in @ d.f_beta.weight
               + d_pre.sum(2) @ d.attention.decoder_att.weight)
-        dc = dc * row(p.f)
-    alphas = torch.stack([p.alpha for p in parts], 1)                                # (B, S, N)
+        dc = dc * row(q.f)
+    alphas = torch.stack([p.alpha for p in traces], 1)                                # (B, S, N)
     d_mean = dh @ d.init_h.weight + dc @ d.init_c.weight                             # (B, T, C)
     return (torch.einsum("bsn,btsc->btnc", alphas, d_contexts)
             + d_projected @ d.attention.encoder_att.weight + d_mean.unsqueeze(2) / regions)

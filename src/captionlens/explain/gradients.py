@@ -25,19 +25,22 @@ import torch
 from captionlens.explain.scoring import Score, scores_at
 from captionlens.explain.target import TargetLayer
 from captionlens.models.protocol import Captioner
+from captionlens.registries import Registry, origin_of
 
 GradientRoute = Literal["pooled", "bptt", "replicated"]
 # feature_grads(model, features (B, ...), captions (B, >= T + 1), lengths, score) -> (B, T, *features[1:])
 FeatureGrads = Callable[[Captioner, torch.Tensor, torch.Tensor, Sequence[int], Score], torch.Tensor]
-_WRITTEN_OUT: dict[type, tuple[Callable[[Captioner], bool], FeatureGrads]] = {}
+# model class -> (covers, feature_grads); a second registration for a class is refused
+_WRITTEN_OUT: Registry[type, tuple[Callable[[Captioner], bool], FeatureGrads]] = Registry("written-out backward")
 
 
 def register_feature_gradients(model_class: type, covers: Callable[[Captioner], bool]
                                ) -> Callable[[FeatureGrads], FeatureGrads]:
     """Decorator: `feature_grads` is the written-out backward of exactly `model_class` (not its
-    subclasses, which may change the forward) for the instances `covers(model)` accepts."""
+    subclasses, which may change the forward) for the instances `covers(model)` accepts. One per class:
+    registering a second for the same class raises a ValueError naming both."""
     def wrap(feature_grads: FeatureGrads) -> FeatureGrads:
-        _WRITTEN_OUT[model_class] = (covers, feature_grads)
+        _WRITTEN_OUT.add(model_class, (covers, feature_grads), origin_of(feature_grads))
         return feature_grads
     return wrap
 

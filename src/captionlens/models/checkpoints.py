@@ -5,7 +5,9 @@ would build arbitrary objects.
 
 A file is recognised by its content, not its name: a safetensors file loads whatever its suffix; a
 torch or pickle file that is not a captionlens training-script checkpoint (a tutorial's checkpoint,
-a pickled vocabulary) gets a message saying what it is and which `captionlens convert` reads it.
+a pickled vocabulary) gets a message saying what it is and which `captionlens convert` reads it. What
+each such format looks like is said by its importer (`importers/`), which registers a `ForeignFormat`
+in `FOREIGN_FORMATS` when it is imported (importing `captionlens.models` imports the importers).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pickle
 import re
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from captionlens.models.config import ARCHITECTURES, CaptionerConfig, build_mode
 from captionlens.models.encoders import identify_trunk
 from captionlens.models.protocol import Captioner
 from captionlens.models.safe_pickle import pickle_globals
+from captionlens.registries import Registry, caller
 
 FORMAT_VERSION = 2  # 2: the config carries the preprocessing; version 1 files still load
 METADATA_KEY = "captionlens"
@@ -79,13 +82,13 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         raise FileNotFoundError(f"checkpoint not found: {path}")
     kind = file_kind(path)
     if kind == "safetensors":
-        ckpt = _load_safetensors(path)
+        loaded = _load_safetensors(path)
     elif kind in ("torch-zip", "pickle"):
-        ckpt = _load_torch_dict(path)
+        loaded = _load_torch_dict(path)
     else:
         raise CheckpointError(f"{path}: not a checkpoint (neither safetensors nor a PyTorch or pickle file)")
-    ckpt.model.to(device)
-    return ckpt
+    loaded.model.to(device)
+    return loaded
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
@@ -139,7 +142,7 @@ def _load_torch_dict(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(data).__name__}")
-    hint = tutorial_hint(data, path.name)
+    hint = describe_foreign_dict(data, path)
     if hint:
         raise CheckpointError(f"{path}: {hint}")
     entry = next((data[k] for k in ("model_state_dict", "state_dict") if k in data), data)
@@ -159,39 +162,46 @@ def _load_torch_dict(path: Path) -> Checkpoint:
     return assemble(path, config, vocab, state, int(data.get("epoch", 0)), metrics)
 
 
-SGRVINOD_CLASSES = {"models.Encoder", "models.DecoderWithAttention", "models.Attention"}
+@dataclass(frozen=True)
+class ForeignFormat:
+    """How `load_checkpoint` recognises a file of another program's format that it does not read, to say
+    which `captionlens convert` command reads it. `refused(names, path)` sees the globals named by a pickle
+    that torch's weights-only loader refused; `loaded(data, path)` sees a dict that loader read. Each
+    returns the message (what the file is, the command that reads it), or None: not this format."""
+
+    refused: Callable[[set[str], Path], str | None] | None = None
+    loaded: Callable[[Mapping[str, Any], Path], str | None] | None = None
+
+
+FOREIGN_FORMATS: Registry[str, ForeignFormat] = Registry("foreign checkpoint format")
+
+
+def register_foreign_format(name: str, *, refused: Callable[[set[str], Path], str | None] | None = None,
+                            loaded: Callable[[Mapping[str, Any], Path], str | None] | None = None) -> ForeignFormat:
+    """Register the recognisers of format `name` (see `ForeignFormat`); they are asked in registration order."""
+    return FOREIGN_FORMATS.add(name, ForeignFormat(refused, loaded), caller())
 
 
 def describe_refused(path: Path) -> str:
-    """Why a torch/pickle file was refused, and which converter reads it when it is a tutorial's file."""
+    """Why a torch/pickle file was refused, and which converter reads it when it is a registered foreign format."""
     names = pickle_globals(path)
-    if names & SGRVINOD_CLASSES:
-        return ("a checkpoint of sgrvinod's a-PyTorch-Tutorial-to-Image-Captioning (pickled models.Encoder / "
-                "DecoderWithAttention): convert it with `captionlens convert sgrvinod --checkpoint "
-                f"{path.name} --word-map WORDMAP_<name>.json --out model.safetensors`")
-    if any(n.endswith(".Vocabulary") for n in names):
-        return ("a pickled Vocabulary (yunjey's pytorch-tutorial vocab.pkl), not a model: pass it to "
-                "`captionlens convert yunjey --encoder ENC.ckpt --decoder DEC.ckpt --vocab vocab.pkl "
-                "--out model.safetensors`")
+    for foreign in FOREIGN_FORMATS.values():
+        message = foreign.refused(names, path) if foreign.refused else None
+        if message:
+            return message
     unsafe = sorted(n for n in names if not n.startswith(("torch.", "collections.OrderedDict", "__builtin__.",
                                                         "builtins.set", "builtins.dict")))
     shown = ", ".join(unsafe[:3]) if unsafe else "objects torch's weights-only loader does not allow"
     return f"refused to unpickle (weights_only=True allows tensors and plain containers only): it names {shown}"
 
 
-def tutorial_hint(data: Mapping[str, Any], name: str) -> str | None:
-    """The convert command for a yunjey-tutorial encoder or decoder state dict (file `name`), else None."""
-    keys = set(data)
-    if "linear.weight" in keys and "bn.running_mean" in keys and any(k.startswith("resnet.") for k in keys):
-        part = "encoder"
-    elif {"embed.weight", "linear.weight"} <= keys and any(k.startswith("lstm.weight_ih_l") for k in keys):
-        part = "decoder"
-    else:
-        return None
-    encoder, decoder = (name, "decoder-E-S.ckpt") if part == "encoder" else ("encoder-E-S.ckpt", name)
-    return (f"an {part} state dict of yunjey's pytorch-tutorial image captioning, not a whole model: convert "
-            f"the pair with `captionlens convert yunjey --encoder {encoder} --decoder {decoder} "
-            "--vocab vocab.pkl --out model.safetensors`")
+def describe_foreign_dict(data: Mapping[str, Any], path: Path) -> str | None:
+    """What a loaded dict that is a registered foreign format is and which converter reads it, else None."""
+    for foreign in FOREIGN_FORMATS.values():
+        message = foreign.loaded(data, path) if foreign.loaded else None
+        if message:
+            return message
+    return None
 
 
 def rename_trunk_key(key: str, prefix: str = TRUNK_PREFIX) -> str:
@@ -250,15 +260,25 @@ def infer_config(state: dict[str, torch.Tensor]) -> CaptionerConfig:
     except KeyError as exc:
         raise ValueError(f"state dict lacks {exc}; is this a captioning checkpoint?") from None
     backbone = identify_trunk(trunk_state_shapes(state))
-    common = {"vocab_size": int(vocab_size), "embed_size": int(embed_size), "hidden_size": int(hidden_size),
-              "backbone": backbone, "architecture": "show-tell"}
     if "decoder.attention.full_att.weight" in state:
         raise ValueError("a Show-Attend-Tell state dict without a 'config' entry: its grid size and input size "
                          "are not in its weights, so they would have to be guessed; save it with its config "
                          "(captionlens' own checkpoints do) or convert it with `captionlens convert`")
+    common = {"vocab_size": int(vocab_size), "embed_size": int(embed_size), "hidden_size": int(hidden_size),
+              "backbone": backbone, "architecture": _architecture_without_attention()}
     layers = len([k for k in state if re.match(r"decoder\.lstm\.weight_ih_l\d+$", k)])
     head = "linear-batchnorm" if "encoder.bn.weight" in state else "linear"
     return config_from_dict({**common, "num_layers": max(layers, 1), "head": head})
+
+
+def _architecture_without_attention() -> str:
+    """The registered architecture that a state dict without attention weights is (Show-and-Tell's name,
+    as its config class states it), read from the registry: the model classes import this module."""
+    names = [name for name, model_class in ARCHITECTURES.items() if not model_class.has_attention]
+    if len(names) != 1:
+        raise ValueError(f"cannot tell the architecture of a state dict without a 'config' entry: "
+                         f"{len(names)} registered architectures have no attention ({', '.join(names) or 'none'})")
+    return names[0]
 
 
 def assemble(path: Path, config: CaptionerConfig, vocab: Vocabulary, state: Mapping[str, torch.Tensor],

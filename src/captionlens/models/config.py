@@ -1,8 +1,9 @@
 """Model configurations (a frozen dataclass per architecture) and the registry that builds a model from one.
 
 Each architecture's module defines its config (a subclass of `CaptionerConfig`) next to its model and
-registers the model with `@register_architecture`. A config is what a checkpoint stores as JSON; it
-carries the model's input preprocessing too.
+registers the model with `@register_architecture` (a second class under the same architecture name is
+refused, naming both). A config is what a checkpoint stores as JSON; it carries the model's input
+preprocessing too.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from captionlens.data.images import Preprocessing
+from captionlens.registries import Registry, origin_of
 
 if TYPE_CHECKING:  # the models import this module; the registry only names their type
     from captionlens.models.base import CaptionModel
@@ -48,13 +50,14 @@ class CaptionerConfig:
         return cls(**data)
 
 
-ARCHITECTURES: dict[str, type[CaptionModel]] = {}
+ARCHITECTURES: Registry[str, type[CaptionModel]] = Registry("architecture")
 ModelClass = TypeVar("ModelClass", bound="type[CaptionModel]")
 
 
 def register_architecture(model_class: ModelClass) -> ModelClass:
-    """Class decorator: checkpoints of `model_class.config_class.architecture` build this class."""
-    ARCHITECTURES[model_class.config_class.architecture] = model_class
+    """Class decorator: checkpoints of `model_class.config_class.architecture` build this class. A name
+    already registered is a ValueError naming both classes' places."""
+    ARCHITECTURES.add(model_class.config_class.architecture, model_class, origin_of(model_class))
     return model_class
 
 

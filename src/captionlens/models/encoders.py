@@ -8,7 +8,8 @@ child is the pooling: global for Show-and-Tell, a fixed spatial grid for Show-At
 Trunks are registered by name (`TRUNKS`): the tiny CNN and torchvision's five ResNets. Any other
 torchvision-style classifier (children up to a global `avgpool` and a `fc`) joins with
 `register_trunk("resnext50_32x4d")`; `identify_trunk` then tells it from the others by the exact
-keys and shapes of its weights.
+keys and shapes of its weights. A name is registered once: a second registration is refused, naming
+the lines of both.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision import models as tv_models
+
+from captionlens.registries import Registry, caller
 
 SHOW_TELL_HEADS = ("linear", "linear-batchnorm")
 HEAD_BATCHNORM_MOMENTUM = 0.01  # yunjey's pytorch-tutorial EncoderCNN.bn
@@ -39,14 +42,15 @@ class TrunkSpec:
     dropped: tuple[str, ...] = ("avgpool", "fc")
 
 
-TRUNKS: dict[str, TrunkSpec] = {}
+TRUNKS: Registry[str, TrunkSpec] = Registry("trunk")
 
 
 def register_trunk(name: str, build: Callable[[bool], nn.Module] | None = None,
                    dropped: tuple[str, ...] = ("avgpool", "fc")) -> None:
     """Make `backbone=name` available. Without `build`, `name` is a torchvision model name
-    (`torchvision.models.get_model`), with its DEFAULT ImageNet weights when pretrained."""
-    TRUNKS[name] = TrunkSpec(build or (lambda pretrained: _torchvision_model(name, pretrained)), dropped)
+    (`torchvision.models.get_model`), with its DEFAULT ImageNet weights when pretrained. A name already
+    registered is a ValueError naming the line that registered it and this call's line."""
+    TRUNKS.add(name, TrunkSpec(build or (lambda pretrained: _torchvision_model(name, pretrained)), dropped), caller())
     trunk_shapes.cache_clear()
 
 

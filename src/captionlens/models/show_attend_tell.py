@@ -1,8 +1,9 @@
 """Show, Attend and Tell (Xu et al., 2015): soft additive attention over the spatial feature map."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -14,6 +15,17 @@ from captionlens.models.protocol import State
 from captionlens.models.seed_api import SeedNotebookAPI
 
 ATTENTION_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+# An LSTM cell: (inputs (B, I), (h, c)) -> (h, c), as `nn.LSTMCell` is called.
+LSTMCellFn = Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class StepTrace(NamedTuple):
+    """What one step's attention computes (all batch-first), kept for callers that need more than alpha."""
+
+    activated: torch.Tensor  # (B, N, A) f(W_e a_i + W_h h)
+    alpha: torch.Tensor      # (B, N) attention weights
+    context: torch.Tensor    # (B, C) sum_i alpha_i a_i, before the gate
+    gate: torch.Tensor       # (B, C) sigmoid(f_beta(h))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,32 +87,38 @@ class ShowAttendTellModel(SeedNotebookAPI, CaptionModel):
         d = self.decoder
         return d.init_h(mean), d.init_c(mean), features, d.attention.encoder_att(features)
 
-    def attend(self, h: torch.Tensor, features: torch.Tensor,
-               projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def attend(self, h: torch.Tensor, features: torch.Tensor, projected: torch.Tensor) -> StepTrace:
         """Attention of one step: (f(W_e a_i + W_h h), alpha, context, gate)."""
         att = self.decoder.attention
         activated = self.activation(projected + att.decoder_att(h).unsqueeze(1))
         alpha = att.full_att(activated).squeeze(2).softmax(dim=1)
         context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)
-        return activated, alpha, context, torch.sigmoid(self.decoder.f_beta(h))
+        return StepTrace(activated, alpha, context, torch.sigmoid(self.decoder.f_beta(h)))
 
-    def advance(self, tokens: torch.Tensor, state: State) -> tuple[State, torch.Tensor]:
-        """One step up to the new hidden state: (state, alpha)."""
+    def advance(self, tokens: torch.Tensor, state: State,
+                cell: LSTMCellFn | None = None) -> tuple[State, StepTrace]:
+        """One step up to the new hidden state: (state, the step's attention `StepTrace`).
+
+        The one place Show-Attend-Tell's step is written: training, decoding and the written-out
+        backward all take it. `cell` runs the LSTM cell on `decoder.lstm`'s weights, by default
+        `decoder.lstm` itself (the fused kernel); the written-out backward passes one that records its gates.
+        """
         h, c, features, projected = state
-        _, alpha, context, gate = self.attend(h, features, projected)
-        h, c = self.decoder.lstm(torch.cat([self.decoder.embed(tokens), gate * context], dim=1), (h, c))
-        return (h, c, features, projected), alpha
+        trace = StepTrace._make(self.attend(h, features, projected))   # an override may return a plain tuple
+        inputs = torch.cat([self.decoder.embed(tokens), trace.gate * trace.context], dim=1)
+        h, c = (self.decoder.lstm if cell is None else cell)(inputs, (h, c))
+        return (h, c, features, projected), trace
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor]:
-        state, alpha = self.advance(tokens, state)
-        return self.output_logits(state[0]), state, alpha
+        state, trace = self.advance(tokens, state)
+        return self.output_logits(state[0]), state, trace.alpha
 
     def teacher_forced_hidden(self, features: torch.Tensor,
                               captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.init_state(features)
         hiddens, alphas = [], []
         for t in range(captions.size(1) - 1):
-            state, alpha = self.advance(captions[:, t], state)
+            state, trace = self.advance(captions[:, t], state)
             hiddens.append(state[0])
-            alphas.append(alpha)
+            alphas.append(trace.alpha)
         return torch.stack(hiddens, 1), torch.stack(alphas, 1)

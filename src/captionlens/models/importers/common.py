@@ -95,5 +95,6 @@ def build_checkpoint(path: Path, config: CaptionerConfig, vocab: Vocabulary, ord
     return assemble(path, config, vocab, state, epoch, metrics)
 
 
-def write(ckpt: Checkpoint, out: Path) -> Path:
-    return save_checkpoint(out, ckpt.model, ckpt.vocab, ckpt.epoch, ckpt.metrics)
+def write(converted: Checkpoint, out: Path) -> Path:
+    """Save a converted model as an ordinary captionlens checkpoint file at `out`."""
+    return save_checkpoint(out, converted.model, converted.vocab, converted.epoch, converted.metrics)

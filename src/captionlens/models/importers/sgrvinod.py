@@ -12,6 +12,9 @@ What that tutorial writes, and how it maps:
 Ours: Show-Attend-Tell with `attention_activation` read from the pickled attention module (ReLU), the grid
 from the pickled pool, `embedding` -> `decoder.embed`, `decode_step` -> `decoder.lstm`. The input is
 caption.py's: 256 x 256 (bilinear), ImageNet normalisation (so ResNet-101's 8x8 map is pooled up to 14x14).
+
+Recognised by `load_checkpoint` (which does not read it) as a pickle naming the tutorial's classes
+(`TUTORIAL_CLASSES`), with a message naming `captionlens convert sgrvinod`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 from captionlens.data.images import Preprocessing
 from captionlens.data.records import read_json
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.checkpoints import Checkpoint, vocabulary_from_entry
+from captionlens.models.checkpoints import Checkpoint, register_foreign_format, vocabulary_from_entry
 from captionlens.models.importers.common import (
     ConversionError,
     backbone_of,
@@ -49,7 +52,21 @@ DECODER_KEYS = {"attention.": "decoder.attention.", "embedding.": "decoder.embed
 ACTIVATION_MODULES = {"torch.nn.modules.activation.ReLU": "relu", "torch.nn.modules.activation.Tanh": "tanh"}
 
 
+def recognise_refused(names: set[str], path: Path) -> str | None:
+    """The convert command for a pickle (refused by torch's weights-only loader) that names the tutorial's
+    classes, else None."""
+    if not names & set(TUTORIAL_CLASSES):
+        return None
+    return ("a checkpoint of sgrvinod's a-PyTorch-Tutorial-to-Image-Captioning (pickled models.Encoder / "
+            "DecoderWithAttention): convert it with `captionlens convert sgrvinod --checkpoint "
+            f"{path.name} --word-map WORDMAP_<name>.json --out model.safetensors`")
+
+
+register_foreign_format("sgrvinod", refused=recognise_refused)
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The tutorial's checkpoint dict, its modules and optimizers read into inert stand-ins."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -73,13 +90,13 @@ def read_word_map(path: Path) -> tuple[Vocabulary, list[int]]:
     if not path.is_file():
         raise FileNotFoundError(f"word map not found: {path}")
     try:
-        word_map = read_json(path)
+        word_to_index = read_json(path)
     except ValueError as exc:
         raise ConversionError(str(exc)) from None
-    if not isinstance(word_map, dict) or not all(isinstance(i, int) for i in word_map.values()):
+    if not isinstance(word_to_index, dict) or not all(isinstance(i, int) for i in word_to_index.values()):
         raise ConversionError(f"{path}: expected a JSON object mapping each word to its index")
     try:
-        return vocabulary_from_entry(word_map)
+        return vocabulary_from_entry(word_to_index)
     except ValueError as exc:
         raise ConversionError(f"{path}: {exc}") from None
 
@@ -105,35 +122,37 @@ def _attention_activation(path: Path, decoder: Any) -> str:
     return activation
 
 
-def sgrvinod_checkpoint(checkpoint: str | Path, word_map: str | Path, preprocessing: Preprocessing = PREPROCESSING,
-                        grid_size: int | None = None) -> Checkpoint:
-    """The tutorial's model as our Show-Attend-Tell, exactly: sizes, depth, grid and attention
-    nonlinearity read from the file (`grid_size` overrides the pickled pool's)."""
-    checkpoint, word_map = Path(checkpoint), Path(word_map)
-    data = read_checkpoint(checkpoint)
-    enc = map_keys(checkpoint, module_state(data["encoder"]), ENCODER_KEYS)
-    dec = map_keys(checkpoint, module_state(data["decoder"]), DECODER_KEYS)
-    vocab_size, embed_size = require_shape(checkpoint, dec, "decoder.embed.weight", 2)
-    hidden_size, _ = require_shape(checkpoint, dec, "decoder.init_h.weight", 2)
-    _, attention_dim = require_shape(checkpoint, dec, "decoder.attention.full_att.weight", 2)
-    vocab, order = read_word_map(word_map)
+def sgrvinod_checkpoint(checkpoint_path: str | Path, word_map: str | Path,
+                        preprocessing: Preprocessing = PREPROCESSING, grid_size: int | None = None) -> Checkpoint:
+    """The tutorial's model (its checkpoint file at `checkpoint_path`, its word map file at `word_map`) as our
+    Show-Attend-Tell, exactly: sizes, depth, grid and attention nonlinearity read from the file
+    (`grid_size` overrides the pickled pool's)."""
+    checkpoint_path, word_map_path = Path(checkpoint_path), Path(word_map)
+    data = read_checkpoint(checkpoint_path)
+    enc = map_keys(checkpoint_path, module_state(data["encoder"]), ENCODER_KEYS)
+    dec = map_keys(checkpoint_path, module_state(data["decoder"]), DECODER_KEYS)
+    vocab_size, embed_size = require_shape(checkpoint_path, dec, "decoder.embed.weight", 2)
+    hidden_size, _ = require_shape(checkpoint_path, dec, "decoder.init_h.weight", 2)
+    _, attention_dim = require_shape(checkpoint_path, dec, "decoder.attention.full_att.weight", 2)
+    vocab, order = read_word_map(word_map_path)
     if len(vocab) != vocab_size:
-        raise ConversionError(f"{word_map}: {len(vocab)} words, but the decoder's 'embedding.weight' has "
+        raise ConversionError(f"{word_map_path}: {len(vocab)} words, but the decoder's 'embedding.weight' has "
                               f"{vocab_size} rows")
     dropout = vars(children(data["decoder"]).get("dropout") or object()).get("p", 0.5)
     config = ShowAttendTellConfig(
         vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size, attention_dim=attention_dim,
-        backbone=backbone_of(checkpoint, enc), grid_size=grid_size or _grid_size(checkpoint, data["encoder"]),
-        dropout=float(dropout), attention_activation=_attention_activation(checkpoint, data["decoder"]),
+        backbone=backbone_of(checkpoint_path, enc), grid_size=grid_size or _grid_size(checkpoint_path, data["encoder"]),
+        dropout=float(dropout), attention_activation=_attention_activation(checkpoint_path, data["decoder"]),
         preprocessing=preprocessing)
     metrics = {"source": "sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning",
-               "converted_from": [checkpoint.name, word_map.name],
+               "converted_from": [checkpoint_path.name, word_map_path.name],
                **{k: data[k] for k in ("epoch", "bleu-4") if isinstance(data.get(k), (int, float))}}
     epoch = int(data["epoch"]) if isinstance(data.get("epoch"), int) else 0
-    return build_checkpoint(checkpoint, config, vocab, order, {**enc, **dec}, metrics, epoch)
+    return build_checkpoint(checkpoint_path, config, vocab, order, {**enc, **dec}, metrics, epoch)
 
 
-def convert_sgrvinod(checkpoint: str | Path, word_map: str | Path, out: str | Path,
+def convert_sgrvinod(checkpoint_path: str | Path, word_map: str | Path, out: str | Path,
                      preprocessing: Preprocessing = PREPROCESSING, grid_size: int | None = None) -> Path:
-    """`captionlens convert sgrvinod`: write the tutorial's model as a captionlens checkpoint at `out`."""
-    return write(sgrvinod_checkpoint(checkpoint, word_map, preprocessing, grid_size), Path(out))
+    """`captionlens convert sgrvinod`: write the tutorial's model (files `checkpoint_path`, `word_map`) as a
+    captionlens checkpoint at `out`."""
+    return write(sgrvinod_checkpoint(checkpoint_path, word_map, preprocessing, grid_size), Path(out))

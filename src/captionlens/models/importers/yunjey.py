@@ -10,15 +10,20 @@ What that tutorial writes, and how it maps:
   vocab.pkl         a pickled `Vocabulary` (`__main__.Vocabulary` when build_vocab.py ran as a script) with
                     `word2idx`, `idx2word`, `idx`; read by a restricted unpickler into a plain stand-in.
 The input is sample.py's: 224 x 224, PIL's LANCZOS resize, ImageNet normalisation.
+
+Recognised by `load_checkpoint` (which reads none of them), with a message naming `captionlens convert
+yunjey`: vocab.pkl as a pickle naming a `Vocabulary` class, the encoder and decoder by their state dicts'
+keys (`ENCODER_KEYS`, `DECODER_KEYS`).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.checkpoints import Checkpoint
+from captionlens.models.checkpoints import Checkpoint, register_foreign_format
 from captionlens.models.importers.common import (
     ConversionError,
     backbone_of,
@@ -32,10 +37,41 @@ from captionlens.models.importers.common import (
 from captionlens.models.safe_pickle import UnsafePickle, load_pickle, stand_in
 from captionlens.models.show_tell import ShowTellConfig
 
-VOCAB_GLOBALS = {name: stand_in(name) for name in ("__main__.Vocabulary", "build_vocab.Vocabulary")}
+VOCABULARY_CLASS = "Vocabulary"  # build_vocab.py's class; pickled as __main__.Vocabulary when run as a script
+VOCAB_GLOBALS = {name: stand_in(name) for name in (f"__main__.{VOCABULARY_CLASS}", f"build_vocab.{VOCABULARY_CLASS}")}
 PREPROCESSING = Preprocessing(image_size=224, interpolation="lanczos")
+# The tutorial's state-dict key prefixes -> ours; a state dict with every prefix of one is that part's.
 ENCODER_KEYS = {"resnet.": "encoder.resnet.", "linear.": "encoder.linear.", "bn.": "encoder.bn."}
 DECODER_KEYS = {"embed.": "decoder.embed.", "lstm.": "decoder.lstm.", "linear.": "decoder.fc."}
+PARTS = {"encoder": ENCODER_KEYS, "decoder": DECODER_KEYS}
+
+
+def recognise_refused(names: set[str], path: Path) -> str | None:
+    """The convert command for a pickle (refused by torch's weights-only loader) naming a Vocabulary class
+    (the tutorial's vocab.pkl), else None."""
+    if not any(name.rsplit(".", 1)[-1] == VOCABULARY_CLASS for name in names):
+        return None
+    return ("a pickled Vocabulary (yunjey's pytorch-tutorial vocab.pkl), not a model: pass it to "
+            "`captionlens convert yunjey --encoder ENC.ckpt --decoder DEC.ckpt --vocab vocab.pkl "
+            "--out model.safetensors`")
+
+
+def recognise_loaded(data: Mapping[str, Any], path: Path) -> str | None:
+    """The convert command for the tutorial's encoder or decoder state dict (a key with each of the part's
+    prefixes), else None."""
+    part = next((part for part, rules in PARTS.items()
+                 if all(any(isinstance(key, str) and key.startswith(prefix) for key in data) for prefix in rules)),
+                None)
+    if part is None:
+        return None
+    encoder, decoder = (path.name, "decoder-E-S.ckpt") if part == "encoder" else ("encoder-E-S.ckpt", path.name)
+    article = "an" if part == "encoder" else "a"
+    return (f"{article} {part} state dict of yunjey's pytorch-tutorial image captioning, not a whole model: "
+            f"convert the pair with `captionlens convert yunjey --encoder {encoder} --decoder {decoder} "
+            "--vocab vocab.pkl --out model.safetensors`")
+
+
+register_foreign_format("yunjey", refused=recognise_refused, loaded=recognise_loaded)
 
 
 def read_vocab(path: Path) -> list[str]:
