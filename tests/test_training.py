@@ -2,6 +2,7 @@
 against a per-caption brute-force computation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,8 +13,10 @@ from captionlens.data.datasets import load_dataset
 from captionlens.data.images import load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import SPECIAL_TOKENS, tokenize
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint
-from captionlens.training import TrainConfig, caption_loss, train
+from captionlens.models import ShowAttendTellConfig, ShowTellConfig, load_checkpoint
+from captionlens.models.config import ARCHITECTURES
+from captionlens.training import RECIPES, TrainConfig, caption_loss, train
+from zoo import NUMBERED_WORDS, tiny_captioner
 
 TINY = {"embed_size": 16, "hidden_size": 32, "attention_dim": 16, "image_size": 32, "batch_size": 8,
         "beam_size": 2, "max_length": 8, "progress": False, "warmup_steps": 2}
@@ -101,9 +104,8 @@ def test_resume_without_a_previous_run_names_the_missing_file(shapes, tmp_path):
 
 
 def test_loss_equals_per_caption_cross_entropy_plus_attention_penalty():
-    torch.manual_seed(0)
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=12, embed_size=8, hidden_size=16, attention_dim=8,
-                                                     backbone="tiny", grid_size=2)).eval()
+    model = tiny_captioner("show-attend-tell", vocab=NUMBERED_WORDS[:8], embed_size=8, hidden_size=16,
+                           attention_dim=8, grid_size=2, calibrate=False, attach_vocab=False)   # 12 tokens
     images = torch.randn(2, 3, 32, 32)
     captions = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 8, 9, 10, 2]])   # 0 = <PAD>
     owner = torch.tensor([0, 0, 1])
@@ -131,4 +133,37 @@ def test_defaults_follow_the_data_and_say_what_they_chose():
                                  "embed 256, hidden 512, attention 256, grid 7")
     chosen = TrainConfig(data="d", backbone="tiny", image_size=64).for_data("karpathy")
     assert (chosen.backbone, chosen.image_size, chosen.pretrained) == ("tiny", 64, False)   # given values stay
-    assert TrainConfig(data="d", model="show-tell").for_data("flickr").model_config(10).preprocessing.image_size == 224
+    assert (TrainConfig(data="d", architecture="show-tell").for_data("flickr").model_config(10)
+            .preprocessing.image_size == 224)
+
+
+def test_each_architecture_gets_the_sizes_its_config_has_and_says_them():
+    show_tell = TrainConfig(data="d", architecture="show-tell", num_layers=2).for_data("shapes")
+    assert show_tell.describe() == ("model: show-tell, backbone tiny (random init), 96 px input, embed 64, "
+                                    "hidden 256, 2 LSTM layers")
+    config = show_tell.model_config(10)
+    assert type(config) is ShowTellConfig and (config.num_layers, config.embed_size, config.hidden_size) == (2, 64, 256)
+    attend = TrainConfig(data="d").for_data("shapes")
+    assert attend.describe().endswith("attention 64, grid as the trunk gives it")
+    config = attend.model_config(10)
+    assert type(config) is ShowAttendTellConfig and (config.attention_dim, config.grid_size) == (64, None)
+    assert (config.backbone, config.preprocessing.image_size, config.vocab_size) == ("tiny", 96, 10)
+
+
+def test_an_unknown_architecture_is_one_error_naming_the_registered_ones():
+    config = TrainConfig(data="d", architecture="transformer").for_data("shapes")
+    for build in (config.describe, lambda: config.model_config(10)):
+        with pytest.raises(ValueError, match="unknown architecture 'transformer'") as error:
+            build()
+        assert all(name in str(error.value) for name in ARCHITECTURES)
+
+
+def test_the_config_and_its_recipes_are_frozen_and_keyword_only():
+    config = TrainConfig(data="d")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RECIPES["shapes"].image_size = 32
+    with pytest.raises(TypeError):
+        TrainConfig("d")
+    assert config.for_data("shapes") is not config and config.backbone is None   # for_data returns a new config

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from captionlens.runtime import pick_device
+
 T = TypeVar("T")
 
 
@@ -36,7 +38,6 @@ class World:
         "auto" and "cuda" mean this process's own GPU, cuda:LOCAL_RANK."""
         if self.size > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
             return torch.device("cuda", self.local_rank)
-        from captionlens.training import pick_device
         return pick_device(name)
 
     def barrier(self) -> None:
