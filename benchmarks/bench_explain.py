@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from captionlens.explain.gradcam import gradcam_batch  # noqa: E402
+from cams import batch_cams  # noqa: E402
 from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, synchronize  # noqa: E402
 from lime_bench import lime_section  # noqa: E402
 
@@ -49,7 +49,7 @@ SECTIONS: list[tuple[str, Callable[[argparse.Namespace], Rows]]] = [
 
 def explanation_throughput(device: str | torch.device, batch: int = 32, n_words: int = 12,
                            repeats: int = 3) -> float:
-    """Images/s of Grad-CAM for every word of a 12-word caption, `batch` images per `gradcam_batch` call,
+    """Images/s of Grad-CAM for every word of a 12-word caption, `batch` images per engine call (`batch_cams`),
     on a random-weight ResNet-50 Show-and-Tell at 224 px (encoder lower pass included)."""
     device = torch.device(device)
     model = build_model(RESNET50[0], device)
@@ -60,7 +60,7 @@ def explanation_throughput(device: str | torch.device, batch: int = 32, n_words:
     for rep in range(1 + repeats):
         synchronize(device)
         start = time.perf_counter()
-        gradcam_batch(model, images, captions)
+        batch_cams(model, images, captions)
         synchronize(device)
         if rep:
             seconds.append(time.perf_counter() - start)

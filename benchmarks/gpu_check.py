@@ -32,10 +32,12 @@ from captionlens.data.images import Preprocessing
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.api import explain_batch
-from captionlens.explain.gradcam import gradcam_batch
 from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig, decode
 from captionlens.models.base import CaptionModel
 from captionlens.training import ImageCaptions, TrainConfig, collate_images, make_scheduler, train_epoch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cams import batch_cams  # noqa: E402  (benchmarks/)
 
 
 @dataclass
@@ -173,8 +175,8 @@ def check_gradcam_matches_cpu(ctx: Context) -> tuple[str, str]:
     error = 0.0
     for kind in (CNNLSTMModel, ShowAttendTellModel):
         model, images, captions = _gradcam_inputs(ctx, 2, kind)
-        on_device = gradcam_batch(model, images, captions)
-        on_cpu = gradcam_batch(model.cpu(), images.cpu(), captions)
+        on_device = batch_cams(model, images, captions)
+        on_cpu = batch_cams(model.cpu(), images.cpu(), captions)
         error = max(error, *(float(abs(a - b).max() / (abs(b).max() + 1e-12)) for a, b in zip(on_device, on_cpu)))
     if error > 1e-3:
         raise RuntimeError(f"device and CPU Grad-CAM differ: relative error {error:.2e}")

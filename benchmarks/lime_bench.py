@@ -125,8 +125,8 @@ def run_lime_rows(model: CaptionModel, image: np.ndarray, caption_ids: Sequence[
     num_words = len(caption_ids)
 
     settings = LimeSettings(num_samples=num_samples, n_segments=n_segments, batch_size=batch_size, seed=seed)
-    seconds, meter, ours = _median_run(model, lambda: lime(ctx, settings), repeats)
-    segments = ours.extras["segments"]
+    seconds, meter, ours = _median_run(model, lambda: lime([ctx], settings)[0], repeats)
+    segments = ours.drawing.segments
     outside = 1 - meter.seconds / seconds
     rows = [{"method": f"ours: LIME, all {num_words} words, N={num_samples}, {segments.max() + 1} superpixels",
              "s": round(seconds, 2), "forward passes": meter.images, "outside forward": f"{outside:.1%}",

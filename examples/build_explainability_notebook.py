@@ -40,12 +40,12 @@ from IPython.display import Image, display
 import captionlens
 from captionlens.data.shapes import load_grounding
 from captionlens.evaluate import EvaluationConfig, evaluate_explanations
-from captionlens.evaluate.insights import insights
+from captionlens.explain.focus import keyword_focus
 from captionlens.export import export_explanations
-from captionlens.focus import focus_figure, keyword_focus, save_focus
 from captionlens.reference import REFERENCE_CHECKPOINT, reference_data
 from captionlens.viz import attention_over_time, method_comparison, save_figure, triptych, word_grid
 from captionlens.viz.evaluation import markdown, save_evaluation
+from captionlens.viz.focus import focus_figure, save_focus
 
 torch.set_num_threads(2)
 QUICK = os.environ.get("CAPTIONLENS_NOTEBOOK_QUICK") == "1"
@@ -144,7 +144,7 @@ config = EvaluationConfig(limit=4 if QUICK else 40, faithfulness_images=2 if QUI
                           sanity_images=1 if QUICK else 4, settings=SETTINGS, **DECODE)
 evaluation = evaluate_explanations(model, data, config=config)
 files = save_evaluation(evaluation, OUT / "evaluation")
-print(markdown(evaluation.summary))
+print(markdown(evaluation))
 display(Image(filename=str(files["curves"])))
 display(Image(filename=str(files["sanity"])))"""),
     ("md", """\
@@ -168,10 +168,10 @@ save_focus(focus, OUT / "focus")"""),
 a method comparison, the explanation as `.npz` + `.json`), an interactive `index.html` and a
 `summary.json`. Rerun with `resume=True` to skip what is done; unreadable files are listed, not fatal."""),
     ("code", """\
-summary = export_explanations(model, test_images[:N_SHOW], OUT / "export", methods=("gradcam", "lime"),
-                              settings=SETTINGS, progress=False, **DECODE)
-print(f"{len(summary.done)} done, {len(summary.failed)} failed, {summary.seconds:.1f} s")
-print("open", summary.index_html.resolve())"""),
+exported = export_explanations(model, test_images[:N_SHOW], OUT / "export", methods=("gradcam", "lime"),
+                               settings=SETTINGS, progress=False, **DECODE)
+print(f"{len(exported.done)} done, {len(exported.failed)} failed, {exported.seconds:.1f} s")
+print("open", exported.index_html.resolve())"""),
     ("md", """\
 ## 11. The seed notebook's key insights, computed
 
@@ -181,8 +181,8 @@ uncertain", "strong spatial correspondence"). Here each claim is a sentence made
 evaluation measured for *this* model, so it can come out false (`captionlens insights evaluation.json`
 prints the same)."""),
     ("code", """\
-for item in insights(evaluation.summary):
-    print(f"- {item['claim']}:\\n  {item['finding']}")"""),
+for item in evaluation.insights:
+    print(f"- {item.claim}:\\n  {item.finding}")"""),
 ]
 
 

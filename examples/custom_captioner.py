@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     explanations = captionlens.explain_batch(model, images, methods, beam_size=3,
                                              settings={"lime": {"num_samples": 200}})
     for path, expl in zip(images, explanations):
-        print(f"{path.name}: {expl.caption}  (Grad-CAM route: {expl['gradcam'].settings['gradient_route']})")
+        print(f"{path.name}: {expl.caption}  (Grad-CAM route: {expl['gradcam'].gradient_route})")
     save_figure(word_grid(explanations[0], "gradcam"), args.out / "grid-gradcam.png")
     report = write_report(explanations, args.out / "report")
     print(f"report: {report}")

@@ -8,19 +8,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import captionlens.focus as focus_module
 from captionlens.cli import main
 from captionlens.data.images import ImageLoadError
+from captionlens.explain import focus as focus_module
 from captionlens.models import save_checkpoint
 from captionlens.models.decoding import Decoded
-from tiny_captioner import tiny_model, write_broken, write_images
+from zoo import FILE_WORDS, tiny_captioner, write_broken, write_images
 
 FAST = ["--beam-size", "2", "--max-length", "3"]
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    model = tiny_model()
+    model = tiny_captioner(vocab=FILE_WORDS)
     return save_checkpoint(tmp_path / "tiny.safetensors", model, model.vocab)
 
 
@@ -118,7 +118,10 @@ def test_suspect_rule_marks_words_in_the_explanation_and_the_report(tmp_path: Pa
     image = write_images(tmp_path / "in", ["a.png"])[0]
     rule = tmp_path / "evaluation.json"                      # as `evaluate-explanations` writes it
     rule.write_text(json.dumps({"hallucination": {"rule": {"statistic": "log_prob", "direction": "below",
-                                                           "threshold": -2.0, "method": None}}}))
+                                                           "threshold": -2.0, "method": None,
+                                                           "describe": "log_prob below -2",
+                                                           "chosen_on": "even-indexed images",
+                                                           "selection_auc": 0.8}}}))
     result = run("explain", image, "--checkpoint", checkpoint, "--output-dir", tmp_path / "out",
                  "--suspect-rule", rule, *FAST)
     assert result.exit_code == 0, result.output

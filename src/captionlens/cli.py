@@ -22,17 +22,16 @@ from captionlens import distributed
 from captionlens.data.datasets import FORMATS
 from captionlens.data.images import INTERPOLATIONS, ImageLoadError, Preprocessing
 from captionlens.evaluate.caption_metrics import METRICS
-from captionlens.explain.registry import METHODS, ordered_methods
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.registry import METHODS, CliOption, Method, ordered_methods
 from captionlens.models.checkpoints import CheckpointError
+from captionlens.models.config import ARCHITECTURES
 from captionlens.models.encoders import TRUNKS, PretrainedWeightsMissing
-from captionlens.runtime import configure_threads
-from captionlens.training import TrainConfig, pick_device
+from captionlens.runtime import configure_threads, pick_device
+from captionlens.training import TrainConfig
 
 LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError, TypeError)
 POSITIVE = click.IntRange(min=1)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-MODELS = ("show-tell", "show-attend-tell")
 EXPLAIN_WAIT = timedelta(days=7)   # how long explain's ranks wait for each other under torchrun
 
 
@@ -78,6 +77,61 @@ def comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _shortcut_dest(method: Method, option: CliOption) -> str:
+    return f"method_option__{method.name}__{option.setting}".replace("+", "_plus").replace("-", "_")
+
+
+def _checked_shortcut(method: Method, option: CliOption) -> Any:
+    """A click callback: the value, checked by the method's settings dataclass (one line naming the option)."""
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            try:
+                method.settings(**{option.setting: value})
+            except (TypeError, ValueError) as exc:
+                raise click.BadParameter(f"{value} ({method.name}: {exc})") from None
+        return value
+    return check
+
+
+def method_setting_options(command: Any) -> Any:
+    """`--setting METHOD.NAME=VALUE` (repeatable: any setting of any registered method) and the shortcuts
+    each method's registry entry adds (`Method.cli_options`, e.g. LIME's --lime-samples)."""
+    for method in reversed([METHODS[name] for name in ordered_methods(METHODS)]):
+        for option in reversed(method.cli_options):
+            field = next(f for f in dataclasses.fields(method.settings) if f.name == option.setting)
+            default = field.default if field.default is not dataclasses.MISSING else None
+            kind = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(type(default), click.STRING)
+            command = click.option(option.flag, _shortcut_dest(method, option), type=kind, default=None,
+                                   callback=_checked_shortcut(method, option),
+                                   help=f"{option.help} Default: {default!r} "
+                                        f"({method.name}.{option.setting}).")(command)
+    return click.option("--setting", "setting_pairs", multiple=True, metavar="METHOD.NAME=VALUE",
+                        help="Any setting of any method, e.g. lime.num_samples=500 or occlusion.window=16 "
+                             "(values read as JSON, else as text); repeat for more.")(command)
+
+
+def method_settings_from(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-method settings `method_setting_options` collected (removed from `options`): shortcuts,
+    then --setting pairs (which win)."""
+    settings: dict[str, dict[str, Any]] = {}
+    for method in METHODS.values():
+        for option in method.cli_options:
+            value = options.pop(_shortcut_dest(method, option), None)
+            if value is not None:
+                settings.setdefault(method.name, {})[option.setting] = value
+    for pair in options.pop("setting_pairs", ()):
+        key, sep, text = pair.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name:
+            raise ValueError(f"--setting {pair!r}: expected METHOD.NAME=VALUE, e.g. lime.num_samples=500")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        settings.setdefault(method, {})[name.strip()] = value
+    return settings
+
+
 class _LibraryError(click.ClickException):
     exit_code = 2
 
@@ -105,7 +159,8 @@ def main() -> None:
 @main.command()
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder or JSON file.")
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None, help="Guessed when left out.")
-@click.option("--model", type=click.Choice(MODELS), default=train_default("model"), show_default=True)
+@click.option("--architecture", "--model", "architecture", type=click.Choice(list(ARCHITECTURES)),
+              default=train_default("architecture"), show_default=True)
 @click.option("--backbone", type=click.Choice(list(TRUNKS)), default=None,
               help="Default: tiny for the shapes data, resnet50 for photos (printed at the start).")
 @click.option("--pretrained/--no-pretrained", default=None,
@@ -190,7 +245,7 @@ def evaluate(checkpoint: Path, data: Path, format_: str | None, split: str, beam
 def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_length: int, device: str,
             as_json: bool) -> None:
     """Caption IMAGES (files, folders or quoted globs). Unreadable ones are reported and skipped (exit 1)."""
-    from captionlens.evaluate.caption_metrics import caption_files
+    from captionlens.models.captioning import caption_files
     from captionlens.models.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, pick_device(device))
@@ -223,26 +278,26 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True, help="Images explained together.")
 @click.option("--resume", is_flag=True, help="Skip images whose folder in --output-dir is already complete "
               "(drawing any figure --figures asks for that it lacks).")
-@click.option("--lime-samples", type=click.IntRange(min=2), default=1000, show_default=True,
-              help="Perturbed images per LIME run.")
+@method_setting_options
 @click.option("--suspect-rule", type=click.Path(path_type=Path), default=None,
               help="evaluation.json of `captionlens evaluate-explanations`: flag suspect words by its rule.")
 @click.option("--figures", type=click.Choice(["none", "grid", "all"]), default="grid", show_default=True,
               help="grid: one image of word overlays per method (fast); all: also the matplotlib method "
                    "comparison and triptych; none: explanation files and the report only.")
 def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
-            output_dir: Path, device: str, batch_size: int, resume: bool, lime_samples: int,
-            suspect_rule: Path | None, figures: str) -> None:
+            output_dir: Path, device: str, batch_size: int, resume: bool, suspect_rule: Path | None, figures: str,
+            **options: Any) -> None:
     """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
     explanation files, index.html and summary.json in --output-dir. Unreadable images are reported and
     skipped (exit 1). Under `torchrun --nproc_per_node N -m captionlens explain ...` each process explains
     a disjoint share and rank 0 writes one report and summary over all."""
+    from captionlens.evaluate.result import load_suspect_rule
     from captionlens.export import export_explanations
     from captionlens.models.checkpoints import load_checkpoint
 
     names = comma_list(methods)
-    settings = {"lime": {"num_samples": lime_samples}} if "lime" in names else {}
-    rule = SuspectRule.load(suspect_rule) if suspect_rule else None
+    settings = method_settings_from(options)
+    rule = load_suspect_rule(suspect_rule) if suspect_rule else None
     # under torchrun: each process explains its share of the images. The ranks meet only at the start and
     # the end, where the first done waits for the slowest share (hours apart on a large dataset), so the
     # wait is not torch's default; a rank that crashes makes torchrun stop the others instead.
@@ -292,8 +347,9 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
           batch_size: int, output_dir: Path, device: str) -> None:
     """Where the model looks for each keyword: captions the images once, explains the word in every caption
     that has it, and writes each keyword's maps and their mean to --output-dir. Unreadable images: exit 1."""
-    from captionlens.focus import keyword_focus, save_focus
+    from captionlens.explain.focus import keyword_focus
     from captionlens.models.checkpoints import load_checkpoint
+    from captionlens.viz.focus import save_focus
 
     ckpt = load_checkpoint(checkpoint, pick_device(device))
     result = keyword_focus(ckpt.model, expand_images(images), comma_list(keywords), method, limit=limit,
@@ -320,26 +376,27 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
               help="Write evaluation.json / .md, figures and index.html (the explained images + this evaluation).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as one JSON object.")
+@method_setting_options
 def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, split: str, limit: int,
                           faithfulness_images: int, sanity_images: int, methods: str | None, beam_size: int,
-                          out_dir: Path | None, device: str, as_json: bool) -> None:
+                          out_dir: Path | None, device: str, as_json: bool, **options: Any) -> None:
     """Can the maps be trusted? Localisation against known referents, faithfulness, sanity checks, per word
     class, hallucinated words; every rate with a bootstrap interval and a baseline."""
-    from captionlens.evaluate.explanations import EvaluationConfig
     from captionlens.evaluate.explanations import evaluate_explanations as run
+    from captionlens.evaluate.result import EvaluationConfig
     from captionlens.models.checkpoints import load_checkpoint
     from captionlens.viz.evaluation import markdown, save_evaluation
 
     ckpt = load_checkpoint(checkpoint, pick_device(device))
     config = EvaluationConfig(methods=comma_list(methods) if methods else None, split=split, limit=limit,
                               beam_size=beam_size, faithfulness_images=faithfulness_images,
-                              sanity_images=sanity_images)
+                              sanity_images=sanity_images, settings=method_settings_from(options))
     say = None if as_json else (lambda message: click.echo(message, err=True))
     evaluation = run(ckpt.model, data, format_, config, progress=say)
     if as_json:
-        print_json(evaluation.summary)
+        print_json(evaluation.to_json())
     else:
-        click.echo(markdown(evaluation.summary))
+        click.echo(markdown(evaluation))
     if out_dir is not None:
         files = save_evaluation(evaluation, out_dir)
         click.echo(f"wrote {', '.join(str(p) for p in files.values())}", err=as_json)
@@ -349,14 +406,11 @@ def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, spl
 @click.argument("evaluation", type=click.Path(path_type=Path))
 def insights(evaluation: Path) -> None:
     """The seed notebook's key insights, computed: one sentence per claim from an evaluation.json."""
-    from captionlens.data.records import read_json
     from captionlens.evaluate.insights import insights as compute
+    from captionlens.evaluate.result import ExplanationEvaluation
 
-    summary = read_json(evaluation)
-    if not isinstance(summary, dict) or "methods" not in summary:
-        raise ValueError(f"{evaluation}: not an explanation evaluation (no 'methods')")
-    for item in compute(summary):
-        click.echo(f"- {item['claim']}: {item['finding']}")
+    for item in compute(ExplanationEvaluation.load(evaluation).methods):
+        click.echo(f"- {item.claim}: {item.finding}")
 
 
 @main.group()
@@ -412,15 +466,17 @@ def convert_sgrvinod(checkpoint: Path, word_map: Path, out: Path, grid_size: int
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("outputs/demo"), show_default=True)
-@click.option("--model", type=click.Choice(MODELS), default="show-attend-tell", show_default=True)
+@click.option("--architecture", "--model", "architecture", type=click.Choice(list(ARCHITECTURES)),
+              default=train_default("architecture"), show_default=True)
 @click.option("--quick", is_flag=True, help="A few images and one epoch: checks the pipeline, not the model.")
 @click.option("--docs", is_flag=True, help="Also write a word grid and a method comparison PNG to docs/images/.")
-def demo(out_dir: Path, model: str, quick: bool, docs: bool) -> None:
+def demo(out_dir: Path, architecture: str, quick: bool, docs: bool) -> None:
     """Generate shapes data, train the tiny model, evaluate it, caption three held-out images and write an
     HTML report explaining six of them with every method."""
     from captionlens.demo import run_demo
 
-    result = run_demo(out_dir, model, quick, echo=click.echo, docs_dir=Path("docs/images") if docs else None)
+    result = run_demo(out_dir, architecture=architecture, quick=quick, echo=click.echo,
+                      docs_dir=Path("docs/images") if docs else None)
     click.echo("\nheld-out images:")
     for row in result.captions:
         click.echo(f"  {Path(row['image']).name}: {row['caption']}   (a reference: {row['reference']})")

@@ -21,10 +21,11 @@ from PIL import Image
 from captionlens.data.datasets import load_dataset
 from captionlens.data.images import ImageLoadError
 from captionlens.data.shapes import generate_shapes
-from captionlens.evaluate.caption_metrics import caption_files, evaluate_model
-from captionlens.explain.registry import METHODS, ordered_methods
+from captionlens.evaluate.caption_metrics import evaluate_model
+from captionlens.explain.registry import quick_settings, runnable_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.export import EXPLANATION, ExportSummary, export_explanations
+from captionlens.models.captioning import caption_files
 from captionlens.models.checkpoints import load_checkpoint
 from captionlens.models.decoding import Decoded
 from captionlens.training import TrainConfig, TrainResult, train
@@ -34,9 +35,8 @@ from captionlens.viz.figures import method_comparison, save_figure, word_grid
 DEMO_SIZES = {"full": (1500, 100, 200), "quick": (64, 8, 16)}
 DEMO_EPOCHS = {"full": 5, "quick": 1}
 N_CAPTIONED = 3
-# The report step: (held-out images, LIME samples, longest caption); coarse occlusion patches keep it fast.
-REPORT_SIZES = {"full": (6, 300, 20), "quick": (2, 50, 5)}
-REPORT_SETTINGS = {"occlusion": {"window": 24, "stride": 12}}
+# The report step: (held-out images, longest caption), every method with its quick settings (`Method.quick_settings`)
+REPORT_SIZES = {"full": (6, 20), "quick": (2, 5)}
 DOCS_DPI = 80
 
 
@@ -65,13 +65,14 @@ class _Steps:
         self.timings[name] = time.perf_counter() - start
 
 
-def demo_config(data: Path, out_dir: Path, model: str = "show-attend-tell", quick: bool = False) -> TrainConfig:
+def demo_config(data: Path, out_dir: Path, architecture: str = "show-attend-tell", quick: bool = False
+                ) -> TrainConfig:
     """The demo's training recipe (TrainConfig's defaults are this recipe too)."""
-    return TrainConfig(data=data, format="shapes", model=model, out_dir=out_dir,
+    return TrainConfig(data=data, format="shapes", architecture=architecture, out_dir=out_dir,
                        epochs=DEMO_EPOCHS["quick" if quick else "full"])
 
 
-def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick: bool = False,
+def run_demo(out_dir: str | os.PathLike, architecture: str = "show-attend-tell", quick: bool = False,
              echo: Callable[[str], None] = print, docs_dir: str | os.PathLike | None = None) -> DemoResult:
     """Run every step of the demo into `out_dir` (data/, train/, evaluation.json, captions.json, report/);
     with `docs_dir`, also write a word grid and a method comparison there as small PNGs (for the README)."""
@@ -81,8 +82,8 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
     n_train, n_val, n_test = DEMO_SIZES["quick" if quick else "full"]
     with steps.timed("data", f"generating {n_train}/{n_val}/{n_test} synthetic shape images ..."):
         data = generate_shapes(out / "data", n_train=n_train, n_val=n_val, n_test=n_test, image_size=96)
-    with steps.timed("train", f"training the tiny {model} model ..."):
-        trained = train(demo_config(data, out / "train", model, quick))
+    with steps.timed("train", f"training the tiny {architecture} model ..."):
+        trained = train(demo_config(data, out / "train", architecture, quick))
     test_records = load_dataset(data, "shapes").split("test").records
     best = load_checkpoint(trained.best_checkpoint)
     with steps.timed("evaluate", f"captioning the {len(test_records)} test images ..."):
@@ -95,25 +96,24 @@ def run_demo(out_dir: str | os.PathLike, model: str = "show-attend-tell", quick:
         captions = [{"image": str(r.image_path), "caption": _caption(d), "reference": r.captions[0]}
                     for r, d in zip(shown, decoded)]
         _write_json(out / "captions.json", captions)
-    n_report, lime_samples, max_length = REPORT_SIZES["quick" if quick else "full"]
-    methods = [name for name in ordered_methods(METHODS)
-               if best.model.has_attention or not METHODS[name].needs_attention]
+    n_report, max_length = REPORT_SIZES["quick" if quick else "full"]
+    methods = runnable_methods(best.model)
     with steps.timed("report", f"explaining {n_report} held-out images with {', '.join(methods)} ..."):
-        report = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
-                                     methods, max_length=max_length, figures="none", progress=False,
-                                     settings={**REPORT_SETTINGS, "lime": {"num_samples": lime_samples}})
-        docs = _docs_figures(report, Path(docs_dir)) if docs_dir else {}
+        exported = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
+                                       methods, max_length=max_length, figures="none", progress=False,
+                                       settings=quick_settings(methods, best.model.preprocessing.image_size))
+        docs = _docs_figures(exported, Path(docs_dir)) if docs_dir else {}
     files = {"data": data, "checkpoint": trained.last_checkpoint, "best checkpoint": trained.best_checkpoint,
              "training log": trained.out_dir / "train_log.jsonl", "curves": trained.out_dir / "training_curves.png",
              "evaluation": out / "evaluation.json", "captions": out / "captions.json", **docs}
-    if report.index_html is not None:
-        files["report"] = report.index_html
+    if exported.index_html is not None:
+        files["report"] = exported.index_html
     return DemoResult(out, trained, evaluation["metrics"], captions, steps.timings, files)
 
 
-def _docs_figures(report: ExportSummary, docs_dir: Path) -> dict[str, Path]:
+def _docs_figures(exported: ExportSummary, docs_dir: Path) -> dict[str, Path]:
     """Grad-CAM word grid and method comparison of the report's shortest caption, as 256-colour PNGs."""
-    explanations = [CaptionExplanation.load(report.out_dir / done["folder"] / EXPLANATION) for done in report.done]
+    explanations = [CaptionExplanation.load(exported.out_dir / done.folder / EXPLANATION) for done in exported.done]
     explanations = [e for e in explanations if e.tokens]
     if not explanations:
         return {}

@@ -21,15 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,36 +41,142 @@ from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, read_image
 from captionlens.explain import api
 from captionlens.explain.registry import ordered_methods
-from captionlens.explain.result import CaptionExplanation
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.result import CaptionExplanation, ExplanationHeader
+from captionlens.explain.suspect import SuspectRule
 from captionlens.models.protocol import Captioner
 from captionlens.viz.figures import method_comparison, save_figure, triptych
-from captionlens.viz.report import ASSETS, Sizes, write_entry, write_page
+from captionlens.viz.report import ASSETS, ReportEntry, Sizes, safe_stem, write_entry, write_page
 from captionlens.viz.tiles import save_tiles, word_tiles
 
 FIGURES = ("none", "grid", "all")   # what a user needs to look at one image is "grid", the default
 EXPLANATION = "explanation"        # explanation.npz + explanation.json
 SUMMARY = "summary.json"
+SUMMARY_VERSION = 2                # 2: the suspect rule as the rule itself (1: its description)
 PARTIAL_PREFIX = ".partial-"       # temporary folders; never listed as results
 REPORT_DIR = "report"              # inside each image folder: its files for index.html
+ENTRY = "entry.json"               # inside REPORT_DIR: the image's `ReportEntry`
 REPORT_SIZES = Sizes(heat=64)      # the page shows maps no larger
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-@dataclass
+@dataclass(frozen=True)
+class ExportOptions:
+    """What every image of a run is explained with, and which figures it gets."""
+
+    methods: tuple[str, ...]
+    beam_size: int | None = 3
+    max_length: int | None = 20
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    suspect_rule: SuspectRule | None = None
+    figures: str = "grid"
+
+
+@dataclass(frozen=True)
+class Explained:
+    """An image explained by this run, into `folder`."""
+
+    path: str
+    folder: str
+    caption: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "folder": self.folder, "caption": self.caption}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image whose complete folder an earlier run left (`resume`); `figures_drawn` when this run drew
+    figures it lacked."""
+
+    path: str
+    folder: str
+    figures_drawn: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "folder": self.folder, **({"figures_drawn": True} if self.figures_drawn else {})}
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An image that could not be read or explained, with the one-line reason."""
+
+    path: str
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error}
+
+
+@dataclass(frozen=True)
 class ExportSummary:
-    """Outcome of one export run; `done`/`skipped` hold {"path", "folder"}, `failed` {"path", "error"}."""
+    """Outcome of one export run, written as summary.json (`save`, `load`)."""
 
     out_dir: Path
-    done: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
+    options: ExportOptions
+    done: tuple[Explained, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    failed: tuple[Failed, ...] = ()
+    processes: int = 1
+    seconds: float = 0.0                                      # the whole run
+    timings: Mapping[str, float] = field(default_factory=dict)       # explain, figures, report: summed over ranks
+    method_seconds: Mapping[str, float] = field(default_factory=dict)
+    images_per_second: float | None = None                    # by the slowest rank's time
     index_html: Path | None = None
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "format_version": SUMMARY_VERSION, "methods": list(options.methods), "settings": options.settings,
+            "decoding": {"beam_size": options.beam_size, "max_length": options.max_length},
+            "suspect_rule": options.suspect_rule.to_json() if options.suspect_rule else None,
+            "figures": options.figures, "images": len(self.done) + len(self.skipped) + len(self.failed),
+            "done": [d.to_json() for d in self.done], "skipped": [s.to_json() for s in self.skipped],
+            "failed": [f.to_json() for f in self.failed], "processes": self.processes,
+            "seconds": {**{k: round(v, 3) for k, v in self.timings.items()}, "total": round(self.seconds, 3)},
+            "method_seconds": {k: round(v, 3) for k, v in self.method_seconds.items()},
+            "images_per_second": round(self.images_per_second, 3) if self.images_per_second else None,
+            "index_html": self.index_html.name if self.index_html else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], out_dir: Path) -> ExportSummary:
+        decoding = data.get("decoding") or {}
+        rule = data.get("suspect_rule")
+        options = ExportOptions(methods=tuple(data.get("methods") or ()), beam_size=decoding.get("beam_size"),
+                                max_length=decoding.get("max_length"), settings=data.get("settings") or {},
+                                suspect_rule=SuspectRule.from_json(rule) if isinstance(rule, dict) else None,
+                                figures=data.get("figures", "grid"))
+        seconds = dict(data.get("seconds") or {})
+        index = data.get("index_html")
+        return cls(out_dir, options, tuple(Explained(d["path"], d["folder"], d.get("caption", ""))
+                                           for d in data.get("done", [])),
+                   tuple(Skipped(s["path"], s["folder"], bool(s.get("figures_drawn")))
+                         for s in data.get("skipped", [])),
+                   tuple(Failed(f["path"], f["error"]) for f in data.get("failed", [])), int(data.get("processes", 1)),
+                   float(seconds.pop("total", 0.0)), seconds, dict(data.get("method_seconds") or {}),
+                   data.get("images_per_second"), out_dir / index if index else None)
+
+    def save(self) -> Path:
+        path = self.out_dir / SUMMARY
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, out_dir: Path) -> ExportSummary | None:
+        """The summary.json of `out_dir`, or None when there is none."""
+        path = out_dir / SUMMARY
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls.from_json(data, out_dir)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a readable summary ({exc}); move it away to rebuild from the "
+                             "folders") from None
 
 
 @dataclass
@@ -80,9 +185,19 @@ class _Job:
     folder: str
 
 
+@dataclass
+class _Outcomes:
+    """What one rank did: its images' outcomes, in order, and its timings."""
+
+    done: list[Explained] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: {"explain": 0.0, "figures": 0.0})
+    method_seconds: dict[str, float] = field(default_factory=dict)
+
+
 def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                         methods: Sequence[str] = ("gradcam",), beam_size: int = 3, batch_size: int = 8,
-                        resume: bool = False, settings: dict[str, dict[str, Any]] | None = None,
+                        resume: bool = False, settings: Mapping[str, Mapping[str, Any]] | None = None,
                         figures: str = "grid", progress: bool = True,
                         max_length: int = 20, suspect_rule: SuspectRule | None = None) -> ExportSummary:
     """Explain each image's generated caption with `methods` and write it to `out_dir` (see the module doc).
@@ -94,8 +209,7 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
     methods = list(dict.fromkeys(methods))
     _check_arguments(image_paths, methods, figures, batch_size)
     api.check_explain_arguments(model, methods, beam_size, max_length, "log_prob", None, settings, suspect_rule)
-    options = {"beam_size": beam_size, "max_length": max_length, "settings": settings or {},
-               "suspect_rule": suspect_rule}
+    options = ExportOptions(tuple(methods), beam_size, max_length, dict(settings or {}), suspect_rule, figures)
     world = distributed.current()
     start = time.perf_counter()
     out = Path(out_dir)
@@ -103,18 +217,16 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
         out.mkdir(parents=True, exist_ok=True)
         _remove_partials(out)
     world.barrier()
-    summary = ExportSummary(out)
-    pending, redraw = _pending_jobs(out, image_paths, methods, resume, figures, summary)  # the same on every rank
+    pending, redraw, skipped = _pending_jobs(out, image_paths, methods, resume, figures)  # the same on every rank
     world.barrier()  # every rank has read `out` before any writes to it
-    timings = {"explain": 0.0, "figures": 0.0}
+    mine = _Outcomes(method_seconds=dict.fromkeys(methods, 0.0))
     for folder in redraw[world.rank::world.size]:  # finished folders without the figures asked for now
         tick = time.perf_counter()
         _write_figures(out / folder, CaptionExplanation.load(out / folder / EXPLANATION), methods, figures)
-        timings["figures"] += time.perf_counter() - tick
-    method_seconds = dict.fromkeys(methods, 0.0)
-    mine = pending[world.rank::world.size]
+        mine.timings["figures"] += time.perf_counter() - tick
+    jobs = pending[world.rank::world.size]
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
-    with tqdm(total=len(mine), unit="img", disable=None if progress and world.is_main else True, file=sys.stderr,
+    with tqdm(total=len(jobs), unit="img", disable=None if progress and world.is_main else True, file=sys.stderr,
               desc="explaining") as bar, ThreadPoolExecutor(1, thread_name_prefix="captionlens-writer") as writer:
         # one thread writes the folders of a batch while the next batch is explained; at most one batch
         # waits, so memory stays flat
@@ -122,19 +234,19 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
 
         def finish_one() -> None:
             job, expl, future = writing.popleft()
-            timings["figures"] += future.result()
+            mine.timings["figures"] += future.result()
             for name in methods:
-                method_seconds[name] += expl[name].seconds
-            summary.done.append({"path": str(job.path), "folder": job.folder, "caption": expl.caption})
+                mine.method_seconds[name] += expl[name].seconds
+            mine.done.append(Explained(str(job.path), job.folder, expl.caption))
             bar.update(1)
 
-        for batch in _chunks(mine, batch_size):
+        for batch in _chunks(jobs, batch_size):
             tick = time.perf_counter()
-            outcomes = list(_explain_jobs(model, batch, methods, options))
-            timings["explain"] += time.perf_counter() - tick
+            outcomes = list(_explain_jobs(model, batch, options))
+            mine.timings["explain"] += time.perf_counter() - tick
             for job, outcome in outcomes:
                 if isinstance(outcome, Exception):
-                    _fail(summary, job, outcome)
+                    mine.failed.append(_failure(job, outcome))
                     bar.update(1)
                 else:
                     writing.append((job, outcome, writer.submit(_write_folder, out, job.folder, outcome, methods,
@@ -143,30 +255,30 @@ def export_explanations(model: Captioner, image_paths: Sequence[str | os.PathLik
                 finish_one()
         while writing:
             finish_one()
-    work = _merge_ranks(world, summary, pending, timings, method_seconds)
+    summary = _merge_ranks(world, ExportSummary(out, options, skipped=tuple(skipped)), pending, mine)
     if world.is_main:
         tick = time.perf_counter()
-        summary.index_html = _write_index(out)
-        work["seconds"]["report"] = time.perf_counter() - tick
-        summary.seconds = time.perf_counter() - start
-        _write_summary(summary, methods, options, figures, work)
+        index = _write_index(out)
+        timings = {**summary.timings, "report": time.perf_counter() - tick}
+        summary = replace(summary, index_html=index, timings=timings, seconds=time.perf_counter() - start)
+        summary.save()
     world.barrier()  # the merged files exist when any rank returns
     return summary
 
 
 def _merge_ranks(world: distributed.World, summary: ExportSummary, pending: list[_Job],
-                 timings: dict[str, float], method_seconds: dict[str, float]) -> dict[str, Any]:
-    """Every rank's done and failed images into `summary`, in input order, and the ranks' timings:
-    work summed over ranks, the slowest rank's for the throughput."""
+                 mine: _Outcomes) -> ExportSummary:
+    """Every rank's done and failed images, in input order, and the ranks' timings: work summed over
+    ranks, the slowest rank's for the throughput."""
     order = {str(job.path): i for i, job in enumerate(pending)}
-    shards = world.gather((summary.done, summary.failed, timings, method_seconds))
-    summary.done = sorted((d for done, _, _, _ in shards for d in done), key=lambda d: order[d["path"]])
-    summary.failed = sorted((f for _, failed, _, _ in shards for f in failed), key=lambda f: order[f["path"]])
-    slowest = max(sum(t.values()) for _, _, t, _ in shards)
-    return {"seconds": {k: sum(t[k] for _, _, t, _ in shards) for k in timings},
-            "method_seconds": {k: sum(m[k] for _, _, _, m in shards) for k in method_seconds},
-            "processes": world.size,
-            "images_per_second": len(summary.done) / slowest if slowest > 0 else None}
+    shards = world.gather(mine)
+    done = sorted((d for shard in shards for d in shard.done), key=lambda d: order[d.path])
+    failed = sorted((f for shard in shards for f in shard.failed), key=lambda f: order[f.path])
+    slowest = max(sum(shard.timings.values()) for shard in shards)
+    return replace(summary, done=tuple(done), failed=tuple(failed), processes=world.size,
+                   timings={k: sum(shard.timings[k] for shard in shards) for k in mine.timings},
+                   method_seconds={k: sum(shard.method_seconds[k] for shard in shards) for k in mine.method_seconds},
+                   images_per_second=len(done) / slowest if slowest > 0 else None)
 
 
 def rebuild_report(out_dir: str | os.PathLike) -> ExportSummary:
@@ -180,59 +292,42 @@ def rebuild_report(out_dir: str | os.PathLike) -> ExportSummary:
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"{out}: no such folder")
-    metas = _folder_metas(out)
-    if not metas:
+    headers = _folder_headers(out)
+    if not headers:
         raise ValueError(f"{out}: no complete image folder (with explanation.json and explanation.npz) to report")
-    previous = _read_previous_summary(out / SUMMARY)
-    summary = ExportSummary(out)
-    summary.done = [{"path": str(meta.get("image_path")), "folder": name, "caption": meta.get("caption", "")}
-                    for name, meta in metas.items()]
-    done_paths = {d["path"] for d in summary.done}
-    summary.failed = [f for f in previous.get("failed", []) if f.get("path") not in done_paths]
-    methods = previous.get("methods") or ordered_methods({m for meta in metas.values()
-                                                          for m in meta.get("methods", {})})
-    summary.index_html = _write_index(out)
-    summary.seconds = time.perf_counter() - start
-    decoding = previous.get("decoding", {})
-    options = {"beam_size": decoding.get("beam_size"), "max_length": decoding.get("max_length"),
-               "settings": previous.get("settings", {}), "suspect_rule": None}
-    work = {"seconds": {"report": summary.seconds}, "method_seconds": previous.get("method_seconds", {}),
-            "processes": previous.get("processes", 1), "images_per_second": previous.get("images_per_second")}
-    _write_summary(summary, list(methods), options, previous.get("figures", "grid"), work,
-                   suspect_rule=previous.get("suspect_rule"))
+    previous = ExportSummary.load(out) or ExportSummary(out, ExportOptions(methods=(), beam_size=None,
+                                                                           max_length=None))
+    done = tuple(Explained(str(header.image_path), name, header.caption) for name, header in headers.items())
+    done_paths = {d.path for d in done}
+    methods = previous.options.methods or tuple(ordered_methods({m for h in headers.values() for m in h.methods}))
+    index = _write_index(out)
+    seconds = time.perf_counter() - start
+    summary = replace(previous, options=replace(previous.options, methods=methods), done=done, skipped=(),
+                      failed=tuple(f for f in previous.failed if f.path not in done_paths), index_html=index,
+                      seconds=seconds, timings={"report": seconds})
+    summary.save()
     return summary
 
 
-def _read_previous_summary(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable summary ({exc}); move it away to rebuild from the folders") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _pending_jobs(out: Path, image_paths: Sequence[str | os.PathLike], methods: list[str], resume: bool,
-                  figures: str, summary: ExportSummary) -> tuple[list[_Job], list[str]]:
-    """(the images to explain now, each with its folder; the folders to draw missing figures in). With
-    `resume`, complete folders go to summary.skipped, and those lacking a figure `figures` asks for
-    (an earlier run's were fewer) get them drawn from their explanation, which is not redone."""
-    metas = _folder_metas(out)
-    jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(metas), out)
-    pending, redraw = [], []
+                  figures: str) -> tuple[list[_Job], list[str], list[Skipped]]:
+    """(the images to explain now, each with its folder; the folders to draw missing figures in; the
+    images skipped). With `resume`, complete folders are skipped, and those lacking a figure `figures`
+    asks for (an earlier run's were fewer) get them drawn from their explanation, which is not redone."""
+    headers = _folder_headers(out)
+    jobs = _assign_folders([Path(os.path.abspath(p)) for p in image_paths], _recorded_sources(headers), out)
+    pending, redraw, skipped = [], [], []
     for job in jobs:
-        meta = metas.get(job.folder, {}) if resume else {}
-        if not meta or not set(methods) <= set(meta.get("methods", {})):  # not complete with every method
+        header = headers.get(job.folder) if resume else None
+        if header is None or not set(methods) <= set(header.methods):  # not complete with every method
             pending.append(job)
             continue
-        skipped: dict[str, Any] = {"path": str(job.path), "folder": job.folder}
-        if meta.get("tokens") and not all((out / job.folder / name).is_file()
-                                          for name in _figure_files(methods, figures)):
+        missing = bool(header.tokens) and not all((out / job.folder / name).is_file()
+                                                  for name in _figure_files(methods, figures))
+        if missing:
             redraw.append(job.folder)
-            skipped["figures_drawn"] = True
-        summary.skipped.append(skipped)
-    return pending, redraw
+        skipped.append(Skipped(str(job.path), job.folder, figures_drawn=missing))
+    return pending, redraw, skipped
 
 
 def _check_arguments(image_paths: Sequence[Any], methods: Sequence[str], figures: str,
@@ -254,10 +349,6 @@ def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
         yield items[start:start + size]
 
 
-def _safe_stem(path: Path) -> str:
-    return _UNSAFE.sub("_", path.stem).strip("_")[:60] or "image"
-
-
 def _path_hash(path: Path) -> str:
     return hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:8]
 
@@ -270,10 +361,10 @@ def _assign_folders(paths: list[Path], existing: dict[str, str], out: Path) -> l
     new = [p for p in paths if str(p) not in existing]
     counts: dict[str, int] = {}
     for path in new:
-        counts[_safe_stem(path).lower()] = counts.get(_safe_stem(path).lower(), 0) + 1
+        counts[safe_stem(path.name).lower()] = counts.get(safe_stem(path.name).lower(), 0) + 1
     folders = {}
     for path in new:
-        stem = _safe_stem(path)
+        stem = safe_stem(path.name)
         if counts[stem.lower()] > 1 or stem.lower() in taken:
             stem = f"{stem}-{_path_hash(path)}"
         taken.add(stem.lower())
@@ -287,28 +378,28 @@ def _result_folders(out: Path) -> list[Path]:
                   and (p / f"{EXPLANATION}.json").is_file() and (p / f"{EXPLANATION}.npz").is_file())
 
 
-def _read_meta(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / f"{EXPLANATION}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _folder_headers(out: Path) -> dict[str, ExplanationHeader]:
+    """Folder name -> what its explanation.json says (an unreadable one: nothing), for every complete
+    folder, each read once."""
+    headers = {}
+    for folder in _result_folders(out):
+        try:
+            headers[folder.name] = CaptionExplanation.read_header(folder / EXPLANATION)
+        except (OSError, ValueError):
+            headers[folder.name] = ExplanationHeader(None, "", (), ())
+    return headers
 
 
-def _folder_metas(out: Path) -> dict[str, dict[str, Any]]:
-    """Folder name -> its explanation.json ({} when unreadable), for every complete folder, read once."""
-    return {folder.name: _read_meta(folder) or {} for folder in _result_folders(out)}
-
-
-def _recorded_sources(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _recorded_sources(headers: Mapping[str, ExplanationHeader]) -> dict[str, str]:
     """Absolute source image path -> folder name, for the complete folders an earlier run left."""
     sources: dict[str, str] = {}
-    for name, meta in metas.items():
-        if meta.get("image_path"):
-            sources.setdefault(meta["image_path"], name)
+    for name, header in headers.items():
+        if header.image_path:
+            sources.setdefault(header.image_path, name)
     return sources
 
 
-def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], options: dict[str, Any]
+def _explain_jobs(model: Captioner, jobs: list[_Job], options: ExportOptions
                   ) -> Iterator[tuple[_Job, CaptionExplanation | Exception]]:
     """Each job with its explanation or its error: loaded one by one, explained as one batch, and one
     by one again when the batch fails, so only the image at fault is lost."""
@@ -320,7 +411,7 @@ def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], option
             yield job, exc
     if len(loaded) > 1:
         try:
-            results = _explain_images(model, loaded, methods, options)
+            results = _explain_images(model, loaded, options)
         except (ValueError, RuntimeError):
             results = None  # find the image at fault below
         if results is not None:
@@ -328,28 +419,30 @@ def _explain_jobs(model: Captioner, jobs: list[_Job], methods: list[str], option
             return
     for item in loaded:
         try:
-            result: CaptionExplanation | Exception = _explain_images(model, [item], methods, options)[0]
+            result: CaptionExplanation | Exception = _explain_images(model, [item], options)[0]
         except (ValueError, RuntimeError) as exc:
             result = exc
         yield item[0], result
 
 
-def _explain_images(model: Captioner, loaded: list[tuple[_Job, Image.Image, bytes | None]], methods: list[str],
-                    options: dict[str, Any]) -> list[CaptionExplanation]:
-    """explain_batch on loaded images (with their files' bytes, kept by the explanation files); `options` are
-    its beam_size, max_length and settings."""
-    results = api.explain_batch(model, [image for _, image, _ in loaded], methods, **options)
+def _explain_images(model: Captioner, loaded: list[tuple[_Job, Image.Image, bytes | None]],
+                    options: ExportOptions) -> list[CaptionExplanation]:
+    """explain_batch on loaded images (with their files' bytes, kept by the explanation files)."""
+    results = api.explain_batch(model, [image for _, image, _ in loaded], options.methods,
+                                beam_size=options.beam_size or 3, max_length=options.max_length or 20,
+                                settings=options.settings, suspect_rule=options.suspect_rule)
     for (job, _, encoded), result in zip(loaded, results):
         result.image_path, result.image_file = str(job.path), encoded
     return results
 
 
-def _fail(summary: ExportSummary, job: _Job, error: Exception) -> None:
+def _failure(job: _Job, error: Exception) -> Failed:
+    """The failure, reported in one line naming the image."""
     message = " ".join(str(error).split())
     if str(job.path) not in message and job.path.name not in message:
         message = f"{job.path}: {message}"
     tqdm.write(f"error: {message}", file=sys.stderr)
-    summary.failed.append({"path": str(job.path), "error": message})
+    return Failed(str(job.path), message)
 
 
 def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: list[str], figures: str) -> float:
@@ -377,7 +470,7 @@ def _write_folder(out: Path, folder: str, expl: CaptionExplanation, methods: lis
     return time.perf_counter() - start
 
 
-def _figure_files(methods: list[str], figures: str) -> dict[str, Callable[[CaptionExplanation, Path], object]]:
+def _figure_files(methods: Sequence[str], figures: str) -> dict[str, Callable[[CaptionExplanation, Path], object]]:
     """The figure files `figures` puts in an image folder (see the module doc), each with what writes it."""
     if figures == "none":
         return {}
@@ -406,22 +499,23 @@ def _remove_partials(out: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def _write_report_entry(expl: CaptionExplanation, report: Path, stem: str) -> dict[str, Any]:
+def _write_report_entry(expl: CaptionExplanation, report: Path, stem: str) -> ReportEntry:
     """The image's page files and their entry (report/entry.json), written when it is explained, so
     that index.html over any number of folders reads only these small entries."""
     entry = write_entry(expl, report, stem, REPORT_SIZES)
-    (report / "entry.json").write_text(json.dumps(entry), encoding="utf-8")
+    (report / ENTRY).write_text(json.dumps(entry.to_json()), encoding="utf-8")
     return entry
 
 
-def _folder_entry(folder: Path) -> dict[str, Any]:
+def _folder_entry(folder: Path) -> ReportEntry:
     """The page entry of a complete folder: its report/entry.json, or, for a folder without one (an
     earlier version's) or whose name changed, one made now from its explanation."""
     try:
-        entry = json.loads((folder / REPORT_DIR / "entry.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        entry: ReportEntry | None = ReportEntry.from_json(
+            json.loads((folder / REPORT_DIR / ENTRY).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         entry = None
-    if not isinstance(entry, dict) or entry.get("stem") != folder.name:
+    if entry is None or entry.stem != folder.name:
         build = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder))
         try:
             entry = _write_report_entry(CaptionExplanation.load(folder / EXPLANATION), build / REPORT_DIR,
@@ -430,7 +524,7 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
             os.rename(build / REPORT_DIR, folder / REPORT_DIR)
         finally:
             shutil.rmtree(build, ignore_errors=True)
-    return {**entry, "name": folder.name, "assets": f"{folder.name}/{REPORT_DIR}"}
+    return entry.placed(folder.name, f"{folder.name}/{REPORT_DIR}")
 
 
 def _write_index(out: Path) -> Path | None:
@@ -439,22 +533,3 @@ def _write_index(out: Path) -> Path | None:
     if not folders:
         return None
     return write_page([_folder_entry(folder) for folder in folders], out)
-
-
-def _write_summary(summary: ExportSummary, methods: list[str], options: dict[str, Any], figures: str,
-                   work: dict[str, Any], suspect_rule: str | None = None) -> None:
-    rule = options["suspect_rule"]
-    data = {
-        "format_version": 1, "methods": methods, "settings": options["settings"],
-        "decoding": {"beam_size": options["beam_size"], "max_length": options["max_length"]},
-        "suspect_rule": rule.describe() if rule else suspect_rule,
-        "figures": figures, "images": len(summary.done) + len(summary.skipped) + len(summary.failed),
-        "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
-        "processes": work["processes"],
-        "seconds": {**{k: round(v, 3) for k, v in work["seconds"].items()}, "total": round(summary.seconds, 3)},
-        "method_seconds": {k: round(v, 3) for k, v in work["method_seconds"].items()},
-        "images_per_second": round(work["images_per_second"], 3) if work["images_per_second"] else None,
-        "index_html": summary.index_html.name if summary.index_html else None,
-    }
-    with atomic_path(summary.out_dir / SUMMARY) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")

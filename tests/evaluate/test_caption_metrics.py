@@ -5,14 +5,14 @@ import math
 import shutil
 
 import pytest
-import torch
 
 from captionlens.data.datasets import load_dataset
 from captionlens.data.images import ImageLoadError, Preprocessing, load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.evaluate import caption_files, caption_metrics, evaluate_checkpoint, score_captions
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, save_checkpoint
+from captionlens.evaluate import caption_metrics, evaluate_checkpoint, score_captions
+from captionlens.models import caption_files, save_checkpoint
+from zoo import tiny_captioner
 
 
 def test_bleu_matches_a_hand_computation():
@@ -74,10 +74,8 @@ def test_bad_input_is_named():
 def shapes_checkpoint(tmp_path):
     data = generate_shapes(tmp_path / "shapes", n_train=6, n_val=2, n_test=5, image_size=32, seed=1)
     vocab = Vocabulary.build(load_dataset(data, "shapes").split("train").all_captions())
-    torch.manual_seed(0)
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                                     attention_dim=16, backbone="tiny",
-                                                     preprocessing=Preprocessing(image_size=32))).eval()
+    model = tiny_captioner("show-attend-tell", vocab=vocab, hidden_size=32, grid_size=7, calibrate=False,
+                           attach_vocab=False)
     return save_checkpoint(tmp_path / "m.safetensors", model, vocab), data, model, vocab
 
 

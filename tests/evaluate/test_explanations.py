@@ -12,16 +12,18 @@ from click.testing import CliRunner
 from PIL import Image
 
 from captionlens.cli import main
-from captionlens.data.images import Preprocessing
 from captionlens.data.shapes import load_grounding, load_mask, word_refs
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.evaluate import EvaluationConfig, evaluate_explanations
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint
+from captionlens.evaluate import EvaluationConfig, ExplanationEvaluation, evaluate_explanations, load_suspect_rule
+from captionlens.evaluate.result import Insight, MethodMeasures
+from captionlens.evaluate.stats import Rate
+from captionlens.models import load_checkpoint
 from captionlens.viz.evaluation import save_evaluation
+from zoo import tiny_captioner
 
 METHOD_KEYS = ("pointing_game", "pointing_game_random", "relevance_mass", "relevance_mass_random",
                "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random",
-               "disappearance_rate", "sanity", "by_class")
+               "disappearance_rate", "sanity", "by_class")   # some of the keys the README documents
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +34,30 @@ def reference_evaluation(reference):
     return evaluate_explanations(model, data, config=config), data
 
 
-def test_the_json_has_the_documented_keys(reference_evaluation):
-    summary = reference_evaluation[0].summary
-    json.dumps(summary, allow_nan=False)                            # strict JSON: no NaN anywhere
-    assert {"format", "images", "captions", "words_scored"} <= set(summary["dataset"])
-    assert summary["dataset"]["format"] == "shapes" and summary["dataset"]["images"] == 40
-    assert set(summary["methods"]) == {"gradcam", "gradcam++", "attention", "lime", "occlusion"}
-    for method in summary["methods"].values():
-        assert set(METHOD_KEYS) <= set(method)
-        assert {"shape noun", "colour adjective", "size adjective", "function word"} <= set(method["by_class"])
-        assert method["sanity"]["verdict"] in ("pass", "fail") and len(method["sanity"]["layers"]) == 5
-        for key, (low, high) in method["intervals"].items():
-            if method[key] is not None and low is not None:
-                assert low <= method[key] <= high, key
-    assert {"words", "unsupported", "auc", "log_prob_auc", "rule"} <= set(summary["hallucination"])
-    assert len(summary["insights"]) == 5
+def test_the_result_is_typed_and_its_json_has_the_documented_keys(reference_evaluation, tmp_path):
+    evaluation = reference_evaluation[0]
+    assert evaluation.dataset.format == "shapes" and evaluation.dataset.images == 40
+    assert set(evaluation.methods) == {"gradcam", "gradcam++", "attention", "lime", "occlusion"}
+    for measures in evaluation.methods.values():
+        assert isinstance(measures, MethodMeasures) and isinstance(measures.pointing_game, Rate)
+        assert {"shape noun", "colour adjective", "size adjective", "function word"} <= set(measures.by_class)
+        assert measures.sanity.verdict in ("pass", "fail") and len(measures.sanity.layers) == 5
+        for name, value in vars(measures).items():
+            if isinstance(value, Rate) and value.value is not None and value.low is not None:
+                assert value.low <= value.value <= value.high, name
+    hallucination = evaluation.hallucination
+    assert hallucination.words >= hallucination.unsupported and hallucination.rule is not None
+    assert len(evaluation.insights) == 5 and all(isinstance(i, Insight) for i in evaluation.insights)
+    data = evaluation.to_json()
+    json.dumps(data, allow_nan=False)                               # strict JSON: no NaN anywhere
+    assert {"format", "images", "captions", "words_scored"} <= set(data["dataset"])
+    for method in data["methods"].values():
+        assert set(METHOD_KEYS) <= set(method) and {"intervals", "words"} <= set(method)
+    assert {"words", "unsupported", "auc", "log_prob_auc", "rule", "held_out"} <= set(data["hallucination"])
+    # one round trip through the file: the same types and values, explanations aside
+    again = ExplanationEvaluation.load(evaluation.save(tmp_path / "evaluation.json"))
+    assert again == evaluation and again.explanations == () and again.to_json() == data
+    assert load_suspect_rule(tmp_path / "evaluation.json") == hallucination.rule.rule
 
 
 def test_localisation_equals_quantus_on_the_same_maps_and_masks(reference_evaluation):
@@ -69,29 +80,29 @@ def test_localisation_equals_quantus_on_the_same_maps_and_masks(reference_evalua
         hits = quantus.PointingGame(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
         # Quantus counts a hit when any of several equal maxima is in the mask, ours the share inside
         tied = sum(int((m == m.max()).sum() > 1) for m in maps)
-        method = evaluation.summary["methods"][name]
-        assert method["words"]["pointing_game"] == len(a)
-        assert abs(method["pointing_game"] - np.mean(hits)) <= tied / len(a) + 1e-9
+        method = evaluation.methods[name]
+        assert method.pointing_game.n == len(a)
+        assert abs(method.pointing_game.value - np.mean(hits)) <= tied / len(a) + 1e-9
         aucs = quantus.AUC(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
-        assert method["mask_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
+        assert method.mask_auc.value == pytest.approx(np.mean(aucs), abs=1e-6)
 
 
 def test_the_reference_model_points_faithfully_and_beats_every_baseline(reference_evaluation):
-    methods = reference_evaluation[0].summary["methods"]
-    best = max(methods.values(), key=lambda m: m["pointing_game"])
-    assert best["intervals"]["pointing_game"][0] >= 0.55                 # the interval's low end, not the value
+    methods = reference_evaluation[0].methods
+    best = max(methods.values(), key=lambda m: m.pointing_game.value)
+    assert best.pointing_game.low >= 0.55                                 # the interval's low end, not the value
     for name, method in methods.items():
-        assert method["pointing_game"] > method["pointing_game_random"] + 0.2, name
-        assert method["mask_auc"] > 0.6, name
-        assert method["deletion_auc"] < method["deletion_auc_random"], name          # hiding it hurts more
-        assert method["disappearance_rate"] > method["disappearance_rate_random"], name
-    assert methods["gradcam"]["sanity"]["verdict"] == "pass"
+        assert method.pointing_game.value > method.pointing_game_random.value + 0.2, name
+        assert method.mask_auc.value > 0.6, name
+        assert method.deletion_auc.value < method.deletion_auc_random.value, name      # hiding it hurts more
+        assert method.disappearance_rate.value > method.disappearance_rate_random.value, name
+    assert methods["gradcam"].sanity.verdict == "pass"
 
 
 def test_saved_files_and_the_report_section(reference_evaluation, tmp_path):
     evaluation, _ = reference_evaluation
     files = save_evaluation(evaluation, tmp_path)
-    assert json.loads(files["json"].read_text())["methods"].keys() == evaluation.summary["methods"].keys()
+    assert json.loads(files["json"].read_text())["methods"].keys() == evaluation.methods.keys()
     table = files["markdown"].read_text()
     assert "| Grad-CAM |" in table and "random map / order" in table and "Sanity rule" in table
     for figure in ("curves", "sanity"):
@@ -125,25 +136,23 @@ def test_flickr30k_entities_words_are_scored_against_their_chains_boxes(tmp_path
         _entities(tmp_path, image_id, (48, 36))
     for split, ids in (("train", []), ("val", []), ("test", ["11", "12"])):
         (tmp_path / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    torch.manual_seed(0)
     vocab = Vocabulary(["dog", "frisbee"])
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=8, hidden_size=16,
-                                                     attention_dim=8, backbone="tiny", grid_size=2,
-                                                     preprocessing=Preprocessing(image_size=32))).eval()
+    model = tiny_captioner("show-attend-tell", vocab=vocab, embed_size=8, hidden_size=16, attention_dim=8,
+                           grid_size=2, calibrate=False)
     with torch.no_grad():                     # every word it writes is "dog" or "frisbee": all grounded
         model.decoder.fc.bias[[vocab.end_idx, vocab.unk_idx]] = -20.0
-    model.vocab = vocab
     config = EvaluationConfig(limit=2, faithfulness_images=1, sanity_images=1, max_length=3,
                               settings={"lime": {"num_samples": 20}})
-    summary = evaluate_explanations(model, tmp_path, config=config).summary
-    dataset = summary["dataset"]
-    assert dataset["format"] == "flickr30k-entities"
-    assert (dataset["phrases"], dataset["phrases_with_boxes"]) == (8, 6)       # 4 a caption pair, notvisual boxless
-    assert dataset["words_scored"] == dataset["words_grounded"] == 6
-    gradcam = summary["methods"]["gradcam"]
-    assert set(gradcam["by_type"]) <= {"animals", "other"} and gradcam["by_type"]
-    assert set(gradcam["by_class"]) == {"annotated noun"}
-    assert "hallucination" not in summary                                    # support is known on shapes only
+    evaluation = evaluate_explanations(model, tmp_path, config=config)
+    dataset = evaluation.dataset
+    assert dataset.format == "flickr30k-entities"
+    assert (dataset.phrases, dataset.phrases_with_boxes) == (8, 6)          # 4 a caption pair, notvisual boxless
+    assert dataset.words_scored == dataset.words_grounded == 6
+    gradcam = evaluation.methods["gradcam"]
+    assert set(gradcam.by_type) <= {"animals", "other"} and gradcam.by_type
+    assert set(gradcam.by_class) == {"annotated noun"}
+    assert evaluation.hallucination is None and "hallucination" not in evaluation.to_json()  # shapes only
+    assert evaluation.config.settings["lime"] == {"num_samples": 20}        # the given setting over the quick one
 
 
 def test_command_line_json_and_insights(reference, tmp_path):
@@ -153,8 +162,8 @@ def test_command_line_json_and_insights(reference, tmp_path):
                                   "--limit", "3", "--faithfulness-images", "1", "--sanity-images", "1",
                                   "--methods", "gradcam,attention", "--json", "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert set(summary["methods"]) == {"gradcam", "attention"}
+    printed = json.loads(result.stdout)
+    assert set(printed["methods"]) == {"gradcam", "attention"}
     assert (tmp_path / "eval" / "index.html").is_file()
     insights = runner.invoke(main, ["insights", str(tmp_path / "eval" / "evaluation.json")])
     assert insights.exit_code == 0 and insights.output.count("\n- ") + insights.output.startswith("- ") == 5

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from captionlens.data.images import Preprocessing
-from captionlens.data.vocabulary import Vocabulary
 from captionlens.evaluate.faithfulness import (
     cell_ranks,
     curve_area,
@@ -18,20 +16,18 @@ from captionlens.evaluate.faithfulness import (
     word_disappearance,
 )
 from captionlens.explain.scoring import caption_tensor, scores_from_features
-from captionlens.models import CNNLSTMModel, ShowTellConfig, decode
+from captionlens.models import decode
+from captionlens.models.base import CaptionModel
+from zoo import tiny_captioner
 
 SIZE = 16
 
 
-def _model(seed: int = 0) -> CNNLSTMModel:
-    torch.manual_seed(seed)
-    vocab = Vocabulary("a red blue circle square".split())
-    model = CNNLSTMModel(ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=16, backbone="tiny",
-                                        preprocessing=Preprocessing(image_size=SIZE))).eval()
+def _model(seed: int = 0) -> CaptionModel:
+    model = tiny_captioner(vocab="a red blue circle square".split(), image_size=SIZE, seed=seed, calibrate=False)
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.mul_(3.0)                      # peaked, image-dependent word distributions
-    model.vocab = vocab
     return model
 
 

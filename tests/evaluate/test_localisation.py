@@ -1,19 +1,11 @@
 import numpy as np
 import pytest
+from localisation_reference import mask_auc, pointing_hit, relevance_mass, relevance_rank
 from sklearn.metrics import roc_auc_score
 
 from captionlens.evaluate import localisation, stats
-from captionlens.evaluate.localisation import (
-    centre_map,
-    localisation_scores,
-    mask_auc,
-    peak_position,
-    pointing_hit,
-    random_map_expectation,
-    relevance_mass,
-    relevance_rank,
-)
-from captionlens.evaluate.stats import bootstrap_interval, rate_with_interval
+from captionlens.evaluate.localisation import centre_map, localisation_scores, peak_position, random_map_expectation
+from captionlens.evaluate.stats import Rate, bootstrap_interval, rate_with_interval
 
 PER_MAP = {"pointing": pointing_hit, "mass": relevance_mass, "rank": relevance_rank, "auc": mask_auc}
 
@@ -155,6 +147,8 @@ def test_metrics_reject_misaligned_or_non_finite_inputs():
         relevance_mass(np.zeros((2, 3)), np.zeros((3, 2), bool))
     with pytest.raises(ValueError, match="non-finite"):
         pointing_hit(np.array([[np.nan, 1.0]]), np.array([[True, False]]))
+    with pytest.raises(ValueError, match="non-finite"):
+        localisation_scores(np.array([[[np.nan, 1.0]]]), np.array([[[True, False]]]))
     with pytest.raises(ValueError, match="shape"):
         localisation_scores(np.zeros((2, 3, 3)), np.zeros((2, 3, 4), bool))
 
@@ -259,8 +253,7 @@ def test_bootstrap_interval_edge_cases():
 def test_rate_with_interval():
     hits = np.array([1, 0, 1, 1, np.nan, 0, 1, 1])
     result = rate_with_interval(hits, seed=3)
-    assert result["n"] == 7 and result["value"] == pytest.approx(5 / 7)
-    assert (result["low"], result["high"]) == bootstrap_interval(hits, seed=3)
-    assert result["low"] < result["value"] < result["high"]
-    empty = rate_with_interval([np.nan])
-    assert empty["n"] == 0 and all(np.isnan(empty[key]) for key in ("value", "low", "high"))
+    assert result.n == 7 and result.value == pytest.approx(5 / 7)
+    assert (result.low, result.high) == bootstrap_interval(hits, seed=3)
+    assert result.low < result.value < result.high
+    assert rate_with_interval([np.nan]) == Rate(None, None, None, 0)       # nothing measured: None, not NaN

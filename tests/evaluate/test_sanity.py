@@ -58,11 +58,14 @@ class NoSettings(MethodSettings):
     pass
 
 
-def image_only(ctx, settings) -> MethodMaps:
+def image_only(contexts, settings) -> list[MethodMaps]:
     """A 'method' that never looks at the model: the image's brightness, for every word."""
-    brightness = ctx.image.astype(np.float32).mean(2)
-    maps = np.repeat(brightness[None], ctx.num_words, 0)
-    return MethodMaps(maps=maps, raw=maps)
+    out = []
+    for ctx in contexts:
+        brightness = ctx.image.astype(np.float32).mean(2)
+        maps = np.repeat(brightness[None], ctx.num_words, 0)
+        out.append(MethodMaps(method="brightness", maps=maps, raw=maps, settings=settings))
+    return out
 
 
 def test_a_map_of_the_image_alone_fails_and_gradcam_passes(monkeypatch, attention_model, image, caption):
@@ -72,8 +75,8 @@ def test_a_map_of_the_image_alone_fails_and_gradcam_passes(monkeypatch, attentio
     images = [image, rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)]
     result = sanity_check(attention_model, images, [caption, "a blue square"], ["brightness", "gradcam"])
     brightness = result["brightness"]
-    assert [step["spearman"] for step in brightness["layers"]] == pytest.approx([1.0] * 5)
-    assert [step["ssim"] for step in brightness["layers"]] == pytest.approx([1.0] * 5)
-    assert brightness["verdict"] == "fail" and str(PASS_BELOW) in brightness["rule"]
+    assert [step.spearman for step in brightness.layers] == pytest.approx([1.0] * 5)
+    assert [step.ssim for step in brightness.layers] == pytest.approx([1.0] * 5)
+    assert brightness.verdict == "fail" and str(PASS_BELOW) in brightness.rule
     gradcam = result["gradcam"]
-    assert gradcam["layers"][-1]["spearman"] < PASS_BELOW and gradcam["verdict"] == "pass"
+    assert gradcam.layers[-1].spearman < PASS_BELOW and gradcam.verdict == "pass"

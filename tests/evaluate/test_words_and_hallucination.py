@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from captionlens.evaluate.hallucination import hallucination_report
+from captionlens.evaluate.hallucination import measure_hallucination
 from captionlens.evaluate.words import phrase_shapes, shapes_class, shapes_support, shapes_truths
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.suspect import SuspectRule
 
 OBJECTS = [{"id": 0, "shape": "circle", "colour": "red", "size": "small", "bbox": [1, 1, 4, 4]},
            {"id": 1, "shape": "square", "colour": "blue", "size": "large", "bbox": [5, 2, 9, 8]}]
@@ -57,28 +57,28 @@ def test_report_aucs_equal_sklearn_and_the_rule_is_judged_on_the_other_half():
     log_prob = np.where(unsupported, rng.normal(-2.0, 1.0, n), rng.normal(-0.5, 1.0, n))
     entropy = rng.random(n)                                    # carries no signal
     classes = ["colour adjective"] * n
-    report = hallucination_report(supported, classes, images.tolist(), {"m": {"entropy": entropy}}, log_prob)
-    assert report["words"] == n and report["unsupported"] == int(unsupported.sum())
-    assert report["log_prob_auc"] == pytest.approx(roc_auc_score(unsupported, log_prob))
-    assert report["auc"]["m"]["entropy"] == pytest.approx(roc_auc_score(unsupported, entropy))
-    low, high = report["log_prob_auc_interval"]
-    assert low < report["log_prob_auc"] < high
-    rule = report["rule"]
-    assert (rule["statistic"], rule["direction"], rule["method"]) == ("log_prob", "below", None)
+    measures = measure_hallucination(supported, classes, images.tolist(), {"m": {"entropy": entropy}}, log_prob)
+    assert measures.words == n and measures.unsupported == int(unsupported.sum())
+    assert measures.log_prob_auc == pytest.approx(roc_auc_score(unsupported, log_prob))
+    assert measures.auc["m"]["entropy"] == pytest.approx(roc_auc_score(unsupported, entropy))
+    low, high = measures.log_prob_auc_interval
+    assert low < measures.log_prob_auc < high
+    rule = measures.rule.rule
+    assert (rule.statistic, rule.direction, rule.method) == ("log_prob", "below", None)
     # the held-out rates, counted by hand on the odd images with the chosen threshold
     test = images % 2 == 1
-    flagged = log_prob[test] <= rule["threshold"]
-    held = report["held_out"]
-    assert held["words"] == int(test.sum())
-    assert held["true_positive_rate"] == pytest.approx(flagged[unsupported[test]].mean())
-    assert held["false_positive_rate"] == pytest.approx(flagged[~unsupported[test]].mean())
-    assert held["auc"] == pytest.approx(roc_auc_score(unsupported[test], -log_prob[test]))
+    flagged = log_prob[test] <= rule.threshold
+    held = measures.held_out
+    assert held.words == int(test.sum())
+    assert held.true_positive_rate == pytest.approx(flagged[unsupported[test]].mean())
+    assert held.false_positive_rate == pytest.approx(flagged[~unsupported[test]].mean())
+    assert held.auc == pytest.approx(roc_auc_score(unsupported[test], -log_prob[test]))
 
 
 def test_suspect_rule_flags_at_or_past_the_threshold_and_checks_itself():
     rule = SuspectRule(statistic="log_prob", direction="below", threshold=-1.0)
     assert rule.flagged(np.array([-2.0, -1.0, 0.0])).tolist() == [True, True, False]
-    assert SuspectRule.from_dict(rule.to_dict()) == rule
+    assert SuspectRule.from_json(rule.to_json()) == rule
     with pytest.raises(ValueError, match="statistic 'entropy' is a method's: name the method"):
         SuspectRule(statistic="entropy", direction="below", threshold=0.5)
     with pytest.raises(ValueError, match="direction must be"):

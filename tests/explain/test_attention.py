@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from captionlens.data.images import Preprocessing
 from captionlens.explain.api import explain
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, greedy
+from captionlens.models import greedy
+from zoo import tiny_captioner
 
 
 def encode(model, image):
@@ -45,13 +45,11 @@ def test_alphas_equal_a_hand_rolled_step_loop(attention_model, vocab, image, cap
 
 
 def test_native_grid_when_grid_size_is_none(vocab, image, caption):
-    torch.manual_seed(2)
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=16,
-                                                     attention_dim=8, backbone="tiny", grid_size=None,
-                                                     preprocessing=Preprocessing(image_size=64))).eval()
+    model = tiny_captioner("show-attend-tell", vocab=vocab, image_size=64, attention_dim=8, grid_size=None, seed=2,
+                           calibrate=False, attach_vocab=False)
     maps = explain(model, image, methods=("attention",), caption=caption, vocab=vocab)["attention"]
     assert maps.raw.shape == (len(caption.split()), 8, 8)  # the tiny trunk's stride 8 at 64 px
-    assert maps.settings["grid"] == [8, 8]
+    assert maps.raw.shape[1:] == (8, 8)
     np.testing.assert_allclose(maps.raw.sum((1, 2)), 1.0, atol=1e-6)
 
 
@@ -72,9 +70,9 @@ def test_smoothing(attention_model, image, caption):
     cols = np.interp((np.arange(80) + 0.5) * 64 / 80, centres, np.arange(4))
     by_hand = np.stack([[[_bilinear(m, r, c) for c in cols] for r in rows] for m in plain.raw])
     np.testing.assert_allclose(plain.maps, by_hand, atol=1e-6)
-    assert plain.settings["placement"] == "receptive fields"
+    assert plain.drawing.placement == "receptive fields"
     smooth = explain(attention_model, image, methods=("attention",), caption=caption)["attention"]
-    assert smooth.settings["sigma"] == 0.5
+    assert smooth.settings.sigma == 0.5
     np.testing.assert_array_equal(smooth.raw, plain.raw)
     assert (smooth.maps >= 0).all()
     variation = lambda m: np.abs(np.diff(m, axis=1)).sum() + np.abs(np.diff(m, axis=2)).sum()  # noqa: E731

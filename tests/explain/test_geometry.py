@@ -10,10 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captionlens.explain.geometry import cell_centres, place_maps, uniform_centres
+from captionlens.explain.geometry import cell_centres, place_maps
 from captionlens.explain.maps import upsample
 from captionlens.models.encoders import conv_layers, tiny_trunk
 
+
+def uniform_centres(grid: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """What plain upsampling assumes: cell j at (j + 0.5) * S / n."""
+    return tuple((np.arange(n) + 0.5) * size / n for n in grid)  # type: ignore[return-value]
 
 def _linearised(layers: nn.Module) -> nn.Module:
     """The same geometry with every input pixel of a receptive field reaching its cell: ReLUs removed,

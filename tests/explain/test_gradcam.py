@@ -10,10 +10,11 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from captionlens.explain.api import explain
-from captionlens.explain.gradcam import gradcam_batch, word_cams
+from captionlens.explain.api import explain, explain_batch
+from captionlens.explain.gradcam import GradCamSettings, word_cams
+from captionlens.explain.gradients import word_gradients
 from captionlens.explain.maps import normalize_maps
-from captionlens.explain.result import CaptionExplanation
+from captionlens.explain.result import CaptionExplanation, Decoding
 from captionlens.explain.scoring import caption_tensor, padded_captions, scores_from_features
 from captionlens.explain.target import TargetLayer
 
@@ -43,6 +44,16 @@ def ours(model, x, captions, n_words, kind="gradcam", score="log_prob", shortcut
     with torch.no_grad():
         activations = target.lower(x)
     return word_cams(model, target, activations, captions, [n_words], kind, score, shortcut=shortcut)[0].numpy()
+
+
+def batch_cams(model, images, captions, vocab, kind="gradcam", max_batch=256) -> list[np.ndarray]:
+    """Raw CAMs of several images' word-id captions from one `word_cams` pass across the images."""
+    target = TargetLayer(model)
+    with torch.no_grad():
+        activations = target.lower(images)
+    cams = word_cams(model, target, activations, padded_captions(captions, vocab), [len(c) for c in captions],
+                     kind, max_batch=max_batch)
+    return [cam.numpy() for cam in cams]
 
 
 def pgc_scale(cam: np.ndarray) -> np.ndarray:
@@ -146,7 +157,7 @@ def test_batch_over_images_equals_per_image(model_name, kind, request, vocab):
     images = torch.randn(3, 3, 64, 64)
     captions = [vocab.encode(c, add_special=False)
                 for c in ("a red circle", "the small blue square above a green triangle", "left")]
-    batched = gradcam_batch(model, images, captions, kind=kind, max_batch=4)  # chunks split across images
+    batched = batch_cams(model, images, captions, vocab, kind, max_batch=4)  # chunks split across images
     for i, ids in enumerate(captions):
         alone = ours(model, images[i:i + 1], caption_tensor(ids, vocab), len(ids), kind)
         assert batched[i].shape == (len(ids), 8, 8)
@@ -197,9 +208,9 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
         assert result[name].maps.shape == (n_words, 64, 80)
         assert result[name].maps.dtype == np.float32
     assert result["gradcam"].raw.shape == (n_words, 8, 8)
-    assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "log_prob",
-                                          "max_batch": 256, "shortcut": True, "gradient_route": "bptt",
-                                          "placement": "receptive fields"}
+    gradcam = result["gradcam"]
+    assert (gradcam.method, gradcam.settings, gradcam.gradient_route) == ("gradcam", GradCamSettings(), "bptt")
+    assert gradcam.drawing.placement == "receptive fields" and result.decoding.target_layer == "layer3"
     result.save(tmp_path / "expl")
     loaded = CaptionExplanation.load(tmp_path / "expl")
     for name in ("gradcam", "gradcam++", "attention"):      # float16 raw maps: within 2^-11 of each map's peak
@@ -207,42 +218,45 @@ def test_explain_end_to_end_save_load(attention_model, image, caption, tmp_path)
         assert (np.abs(loaded[name].maps - result[name].maps) <= bound).all()
         assert (np.abs(loaded[name].raw - result[name].raw) <= bound).all()
     assert np.array_equal(loaded["attention"].extras["alphas"], result["attention"].extras["alphas"])
+    for name in ("gradcam", "gradcam++", "attention"):                  # settings and route come back typed
+        assert (loaded[name].method, loaded[name].settings, loaded[name].gradient_route) == \
+            (result[name].method, result[name].settings, result[name].gradient_route)
+    assert loaded.decoding == result.decoding == Decoding("given", "log_prob", "layer3")
 
 
 def test_settings_record_gradient_route_and_logit_score(show_tell_model, image, caption):
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, score="logit",
                      settings={"gradcam": {"max_batch": 2}})
-    assert result["gradcam"].settings == {"method": "gradcam", "layer": "layer3", "score": "logit",
-                                          "max_batch": 2, "shortcut": True, "gradient_route": "pooled",
-                                          "placement": "receptive fields"}
+    gradcam = result["gradcam"]
+    assert (gradcam.settings, gradcam.gradient_route) == (GradCamSettings(max_batch=2), "pooled")
+    assert gradcam.drawing.placement == "receptive fields"
+    assert (result.decoding.score, result.decoding.target_layer) == ("logit", "layer3")
 
 
 def test_earlier_target_layer_equals_captum(show_tell_model, vocab, image, caption):
     """layer2 is followed by layer3 and the pool, so the pooled shortcut must not apply."""
     x, ids, captions = setup(show_tell_model, vocab, image, caption)
     result = explain(show_tell_model, image, methods=("gradcam",), caption=caption, target_layer="layer2")
-    assert result["gradcam"].settings["layer"] == "layer2"
-    assert result["gradcam"].settings["gradient_route"] == "replicated"
+    assert result.decoding.target_layer == "layer2"
+    assert result["gradcam"].gradient_route == "replicated"
     captum = LayerGradCam(WordScores(show_tell_model, captions, "log_prob"), show_tell_model.encoder.resnet.layer2)
     for t in WORDS:
         expected = captum.attribute(x, target=t, relu_attributions=True)[0, 0].detach().numpy()
         assert_close(result["gradcam"].raw[t], expected)
 
 
-def test_gradcam_batch_restores_training_mode(show_tell_model, vocab):
-    images = torch.randn(2, 3, 64, 64)
-    captions = [vocab.encode("a red circle", add_special=False), vocab.encode("the square", add_special=False)]
-    expected = gradcam_batch(show_tell_model, images, captions)
+def test_explaining_restores_training_mode(show_tell_model, image, caption):
+    expected = explain_batch(show_tell_model, [image], ("gradcam",), captions=[caption])[0]
     show_tell_model.train()
-    got = gradcam_batch(show_tell_model, images, captions)
+    got = explain_batch(show_tell_model, [image], ("gradcam",), captions=[caption])[0]
     assert show_tell_model.training
-    for a, b in zip(got, expected):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got["gradcam"].raw, expected["gradcam"].raw)
 
 
-def test_gradcam_batch_refuses_bad_arguments(show_tell_model, vocab):
-    images = torch.randn(2, 3, 64, 64)
+def test_bad_batch_arguments_are_refused(show_tell_model, image, vocab):
     with pytest.raises(ValueError, match="1 captions given for 2 images"):
-        gradcam_batch(show_tell_model, images, [[5, 6]])
+        explain_batch(show_tell_model, [image, image], ("gradcam",), captions=["a red circle"])
+    target = TargetLayer(show_tell_model)
     with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
-        gradcam_batch(show_tell_model, images, [[5], [6]], max_batch=0)
+        word_gradients(show_tell_model, target, torch.zeros(2, 32, 8, 8), padded_captions([[5], [6]], vocab), [1, 1],
+                       max_batch=0)

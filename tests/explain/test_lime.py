@@ -84,7 +84,7 @@ def region_context(image: np.ndarray, scorer: RegionScorer) -> ExplainContext:
 
 
 def run_lime(ctx: ExplainContext, **settings) -> MethodMaps:
-    return lime(ctx, LimeSettings(**settings))
+    return lime([ctx], LimeSettings(**settings))[0]
 
 
 def test_fit_lime_equals_sklearn_ridge_word_by_word() -> None:
@@ -131,7 +131,7 @@ def test_constant_scores_give_zero_weights_and_r2_not_nan(flat_image: np.ndarray
 def test_weights_rank_like_lime_package_and_known_region_wins(flat_image: np.ndarray) -> None:
     n = 300
     ours = run_lime(region_context(flat_image, RegionScorer()), num_samples=n, n_segments=20, fill=0, batch_size=100)
-    segments = ours.extras["segments"]
+    segments = ours.drawing.segments
     scorer = RegionScorer()
     transform = scorer.preprocessing.transform
 
@@ -154,7 +154,7 @@ def test_weights_rank_like_lime_package_and_known_region_wins(flat_image: np.nda
 def test_perturbed_images_equal_brute_force_composition(flat_image: np.ndarray) -> None:
     ctx = region_context(flat_image, RegionScorer())
     ours = run_lime(ctx, num_samples=40, n_segments=12, fill="mean", batch_size=16, seed=5)
-    small = at_model_pixels(ours.extras["segments"])
+    small = at_model_pixels(ours.drawing.segments)
     masks = sample_masks(40, ours.raw.shape[1], seed=5)
     grey = torch.tensor(flat_image.reshape(-1, 3).mean(0) / 255, dtype=torch.float32)
     background = ((grey - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
@@ -165,7 +165,7 @@ def test_perturbed_images_equal_brute_force_composition(flat_image: np.ndarray) 
     weights, _, _ = fit_lime(masks, ctx.model.encode(images).double().numpy())
     np.testing.assert_allclose(ours.raw, weights, atol=1e-5)
     for s in range(ours.raw.shape[1]):               # each pixel carries its superpixel's weight
-        assert np.array_equal(ours.maps[:, ours.extras["segments"] == s].T[0], ours.raw[:, s])
+        assert np.array_equal(ours.maps[:, ours.drawing.segments == s].T[0], ours.raw[:, s])
 
 
 def test_all_words_from_the_same_n_forward_passes(show_tell_model, vocab, image, caption) -> None:
@@ -176,9 +176,9 @@ def test_all_words_from_the_same_n_forward_passes(show_tell_model, vocab, image,
                      settings={"lime": {"num_samples": 40, "batch_size": 16, "n_segments": 15}})["lime"]
     num_words = len(caption.split())
     assert sum(scored) == 40 == int(result.extras["num_forward_passes"])   # per-word LIME would need 40 * T
-    assert result.maps.shape == (num_words, *image.shape[:2]) and result.extras["segments"].shape == image.shape[:2]
-    assert result.raw.shape == (num_words, result.extras["segments"].max() + 1)
-    assert result.settings["num_samples"] == 40 and result.settings["score"] == "log_prob"
+    assert result.maps.shape == (num_words, *image.shape[:2]) and result.drawing.segments.shape == image.shape[:2]
+    assert result.raw.shape == (num_words, result.drawing.segments.max() + 1)
+    assert result.settings.num_samples == 40 and result.settings.batch_size == 16
 
 
 @pytest.mark.parametrize("method", ["slic", "quickshift", "felzenszwalb"])

@@ -9,6 +9,7 @@ from PIL import Image
 
 from captionlens.explain import explain
 from captionlens.explain.maps import upsample
+from captionlens.explain.occlusion import OcclusionSettings
 from captionlens.explain.scoring import batched_word_scores, caption_tensor
 
 
@@ -44,8 +45,7 @@ def test_all_words_from_one_set_of_passes(show_tell_model, vocab, image, caption
     patches = (int(np.ceil((64 - 16) / 10)) + 1) ** 2      # Captum's shift counts per axis, squared
     # batch_size: on the CPU as many 64x64 images as 8 at 224x224 hold pixels, 8 * 224**2 // 64**2 = 98
     assert sum(scored) == patches + 1 == int(result.extras["num_forward_passes"])
-    assert result.settings == {"window": 16, "stride": 10, "fill": "mean", "blur_sigma": 8.0, "batch_size": 98,
-                               "score": "log_prob"}
+    assert result.settings == OcclusionSettings(window=16, stride=10, fill="mean", blur_sigma=8.0, batch_size=98)
 
 
 @pytest.mark.parametrize("settings, match", [({"window": 100}, "occlusion: need stride <= window <= 64"),

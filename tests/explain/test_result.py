@@ -7,31 +7,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data as skimage_data
 
-from captionlens.data.images import Preprocessing
-from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain import explain
 from captionlens.explain.result import CaptionExplanation
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel
-from tiny_captioner import calibrate_batchnorm
+from zoo import tiny_captioner
 
 METHODS = ("gradcam", "gradcam++", "attention", "lime", "occlusion")
 WORDS = "a dog sits on the grass next to a small red ball and a cup of coffee".split()
-
-
-def attention_model(image_size: int) -> ShowAttendTellModel:
-    """A seeded tiny Show-Attend-Tell model over the words of WORDS, taking `image_size` px input."""
-    torch.manual_seed(0)
-    vocab = Vocabulary(sorted(set(WORDS)))
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                                     attention_dim=16, backbone="tiny", grid_size=7,
-                                                     preprocessing=Preprocessing(image_size=image_size)))
-    calibrate_batchnorm(model, image_size)
-    model.vocab = vocab
-    return model
+# The zoo's calibrated Show-Attend-Tell over the words of WORDS on a 7x7 grid: tiny_captioner(**MODEL, image_size=n)
+MODEL = {"architecture": "show-attend-tell", "vocab": sorted(set(WORDS)), "hidden_size": 32, "grid_size": 7}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +25,8 @@ def photo_explanation() -> CaptionExplanation:
     """scikit-image's coffee photo at 500 x 375, a 224 px attention model, a twelve-word caption."""
     photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS))
     caption = " ".join(WORDS[:12])
-    return explain(attention_model(224), photo, METHODS, caption=caption, settings={"lime": {"num_samples": 60}})
+    return explain(tiny_captioner(**MODEL, image_size=224), photo, METHODS, caption=caption,
+                   settings={"lime": {"num_samples": 60}})
 
 
 def _bound(raw: np.ndarray) -> np.ndarray:
@@ -72,8 +59,9 @@ def test_maps_read_back_within_the_stated_bound(photo_explanation, tmp_path):
         raw = expl[name].raw if expl[name].raw.ndim == 3 else expl[name].raw[:, :, None]
         assert (error <= _bound(raw)).all(), name
         assert error.max() > 0 or np.abs(maps).max() == 0, name        # it really is float16, not a copy
-    assert loaded["gradcam"].settings == expl["gradcam"].settings
-    assert np.array_equal(loaded["lime"].extras["segments"], expl["lime"].extras["segments"])
+    for name in METHODS:
+        assert (loaded[name].method, loaded[name].settings) == (expl[name].method, expl[name].settings)
+    assert np.array_equal(loaded["lime"].drawing.segments, expl["lime"].drawing.segments)
 
 
 def test_a_format_1_file_still_loads(photo_explanation, tmp_path):
@@ -84,9 +72,14 @@ def test_a_format_1_file_still_loads(photo_explanation, tmp_path):
     for name in ("gradcam", "lime"):
         arrays[f"{name}/maps"] = expl[name].maps
         arrays[f"{name}/raw"] = expl[name].raw.astype(np.float32)
-        for key, value in expl[name].extras.items():
+        extras = dict(expl[name].extras)
+        if name == "lime":                                            # format 1 kept LIME's labels as extras
+            extras.update(segments=expl[name].drawing.segments, weights=expl[name].raw)
+        for key, value in extras.items():
             arrays[f"{name}/extras/{key}"] = value
-        methods[name] = {"settings": expl[name].settings, "seconds": 0.5, "extras": sorted(expl[name].extras)}
+        # format 1 recorded settings as a dict, with facts of the run beside them
+        recorded = {"method": name, "layer": "layer3", "score": "log_prob", **expl[name].settings.to_json()}
+        methods[name] = {"settings": recorded, "seconds": 0.5, "extras": sorted(extras)}
     np.savez_compressed(tmp_path / "old.npz", **arrays)
     (tmp_path / "old.json").write_text(json.dumps({
         "format_version": 1, "caption": expl.caption, "tokens": expl.tokens, "source": "given",
@@ -95,6 +88,30 @@ def test_a_format_1_file_still_loads(photo_explanation, tmp_path):
     for name in ("gradcam", "lime"):
         assert np.array_equal(old[name].maps, expl[name].maps)           # stored as they were: exact
     assert old.suspect is None and old["gradcam"].seconds == 0.5
+    assert old["lime"].settings == expl["lime"].settings and old.source == "given"
+
+
+def test_a_format_2_file_still_loads(photo_explanation, tmp_path):
+    """Format 2 kept LIME's superpixel labels among its extras and the settings as a dict with the run's facts."""
+    expl = photo_explanation
+    npz, meta_path = expl.save(tmp_path / "new")
+    meta = json.loads(meta_path.read_text())
+    with np.load(npz) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays["lime/extras/segments"] = arrays.pop("lime/drawing/segments")
+    meta["format_version"] = 2
+    meta["methods"]["lime"]["extras"] = sorted([*meta["methods"]["lime"]["extras"], "segments"])
+    for name, info in meta["methods"].items():
+        info["settings"] = {"method": name, "score": "log_prob", **info["settings"],
+                            "gradient_route": info.pop("gradient_route"), "placement": "receptive fields"}
+        del info["method"]
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    old, new = CaptionExplanation.load(tmp_path / "old"), CaptionExplanation.load(tmp_path / "new")
+    for name in METHODS:
+        assert np.array_equal(old[name].maps, new[name].maps), name
+        assert (old[name].settings, old[name].gradient_route) == (new[name].settings, new[name].gradient_route)
+    assert "segments" not in old["lime"].extras and old["gradcam"].gradient_route == "bptt"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +121,7 @@ def coffee_files(tmp_path_factory) -> dict[str, object]:
     photo = Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.Resampling.LANCZOS)
     photo.save(folder / "coffee.jpg", quality=90)
     photo.save(folder / "coffee.bmp")
-    return {"jpg": folder / "coffee.jpg", "bmp": folder / "coffee.bmp", "model": attention_model(64)}
+    return {"jpg": folder / "coffee.jpg", "bmp": folder / "coffee.bmp", "model": tiny_captioner(**MODEL, image_size=64)}
 
 
 def _stored_keys(npz) -> set[str]:

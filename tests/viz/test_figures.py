@@ -60,7 +60,7 @@ def test_attention_over_time_writes_each_word_on_its_panel() -> None:
     expl = make(5)
     panels = image_axes(attention_over_time(expl))
     assert [ax.texts[0].get_text() for ax in panels] == expl.tokens
-    with pytest.raises(ValueError, match="no 'attention' maps") as info:
+    with pytest.raises(ValueError, match="no attention maps") as info:
         attention_over_time(make(3, methods=("gradcam",)))
     assert "\n" not in str(info.value)
 

@@ -9,6 +9,7 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
+from captionlens.explain.registry import METHODS
 from captionlens.explain.result import CaptionExplanation, MethodMaps
 from captionlens.viz.tiles import MAX_TILE, MIN_TILE, save_tiles, tile_size, word_tiles
 
@@ -30,7 +31,8 @@ def halves(n_words: int, shape: tuple[int, int], hot_words: set[int], signed: bo
     return CaptionExplanation(image=np.full((h, w, 3), GRAY, np.uint8), tokens=[f"w{t}" for t in range(n_words)],
                               token_ids=list(range(4, 4 + n_words)),
                               log_probs=-np.linspace(0.1, 2.0, n_words).astype(np.float32),
-                              methods={method: MethodMaps(raw=maps[:, ::4, ::4], maps=maps)})
+                              methods={method: MethodMaps(method=method, raw=maps[:, ::4, ::4], maps=maps,
+                                                          settings=METHODS[method].settings())})
 
 
 def expected(cmap: str, position: float) -> np.ndarray:

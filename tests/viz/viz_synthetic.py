@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from captionlens.explain.maps import Drawing
+from captionlens.explain.registry import METHODS
 from captionlens.explain.result import CaptionExplanation, MethodMaps
 
 WORDS = ("a", "red", "circle", "above", "the", "blue", "square", "and", "green", "triangle", "left", "of", "it")
@@ -43,9 +45,12 @@ def make(n_words: int = 7, shape: tuple[int, int] = (48, 64),
         weights[t, (t + 1) % (GRID * GRID)] = 0.3
     maps = {"gradcam": 5.0 * heat, "gradcam++": 3.0 * heat ** 2, "attention": 0.01 + 0.02 * heat,
             "lime": weights[:, segments], "occlusion": heat - 0.5 * heat[:, ::-1, ::-1]}
-    extras = {"lime": {"segments": segments, "weights": weights, "r2": np.full(n_words, 0.5, np.float32)}}
+    results = {m: MethodMaps(method=m, maps=maps[m].astype(np.float32), raw=maps[m][:, ::8, ::8].astype(np.float32),
+                             settings=METHODS[m].settings()) for m in methods if m != "lime"}
+    if "lime" in methods:                   # LIME's maps are its weights painted on the superpixels, as it draws them
+        results["lime"] = MethodMaps(method="lime", raw=weights, drawing=Drawing("segments", shape, segments=segments),
+                                     settings=METHODS["lime"].settings(),
+                                     extras={"r2": np.full(n_words, 0.5, np.float32)})
     return CaptionExplanation(
         image=image, tokens=list((WORDS * 2)[:n_words]), token_ids=list(range(4, 4 + n_words)),
-        log_probs=-np.linspace(0.1, 3.0, n_words).astype(np.float32),
-        methods={m: MethodMaps(maps=maps[m].astype(np.float32), raw=maps[m][:, ::8, ::8].astype(np.float32),
-                               extras=extras.get(m, {})) for m in methods})
+        log_probs=-np.linspace(0.1, 3.0, n_words).astype(np.float32), methods=results)

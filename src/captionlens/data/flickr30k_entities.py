@@ -26,7 +26,7 @@ from xml.parsers import expat
 
 import numpy as np
 
-from captionlens.data.records import CaptionDataset, CaptionRecord, image_folder, read_text
+from captionlens.data.records import CaptionDataset, CaptionRecord, image_folder, read_bytes, read_text
 from captionlens.data.vocabulary import tokenize
 
 ENTITY_SPLITS = ("train", "val", "test")
@@ -356,10 +356,7 @@ class _Node:
 
 def _read_xml(path: Path) -> _Node:
     """The element tree of an XML file, each element with its line (expat: ElementTree keeps none)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+    data = read_bytes(path)
     parser = expat.ParserCreate()
     parser.buffer_text = True
     top: list[_Node] = []

@@ -80,12 +80,17 @@ def _existing(paths: Sequence[Path]) -> list[bool]:
     return [p.name in listings[p.parent] for p in paths]
 
 
-def read_text(path: Path) -> str:
-    """UTF-8 text of a file (a BOM is dropped); errors name the file and, for bad bytes, the line."""
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; a missing file is one FileNotFoundError naming it."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+
+
+def read_text(path: Path) -> str:
+    """UTF-8 text of a file (a BOM is dropped); errors name the file and, for bad bytes, the line."""
+    data = read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 
 from captionlens.data.datasets import load_dataset
-from captionlens.data.images import ImageLoadError, load_image
+from captionlens.data.images import ImageLoadError
 from captionlens.data.records import CaptionRecord
 from captionlens.data.vocabulary import Vocabulary, tokenize
+from captionlens.models.captioning import caption_files
 from captionlens.models.checkpoints import load_checkpoint
-from captionlens.models.decoding import Decoded, check_decoding, decode
-from captionlens.models.protocol import Captioner, eval_mode, model_device, require_vocab
+from captionlens.models.protocol import Captioner
 
 METRICS = ("BLEU", "ROUGE-L", "CIDEr", "METEOR")
 SPICE_SKIPPED = "needs the Stanford CoreNLP models (a separate download); not computed"
@@ -98,36 +98,6 @@ def _meteor(gts: dict, res: dict) -> tuple[float | None, str | None]:
     except (OSError, ValueError) as exc:  # java failed to start, or died (its reply line is empty)
         return None, f"java METEOR failed ({exc.__class__.__name__}: {exc})"
     return float(score), None
-
-
-def caption_files(model: Captioner, paths: Sequence[str | os.PathLike], vocab: Vocabulary | None = None,
-                  beam_size: int = 3, max_length: int = 20, batch_size: int = 32) -> list[Decoded | ImageLoadError]:
-    """The model's caption of each image file (prepared by the model's preprocessing), decoded
-    `batch_size` images at a time.
-
-    A file that cannot be read gets its `ImageLoadError` in its place, so one bad file does not stop
-    the others; callers that cannot go on without every image raise it.
-    """
-    vocab = require_vocab(model, vocab)
-    check_decoding(beam_size, max_length)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    device = model_device(model)
-    results: list[Decoded | ImageLoadError | None] = [None] * len(paths)
-    with eval_mode(model):
-        for start in range(0, len(paths), batch_size):
-            loaded = []
-            for i in range(start, min(start + batch_size, len(paths))):
-                try:
-                    loaded.append((i, model.preprocessing.transform(load_image(paths[i]))))
-                except ImageLoadError as exc:
-                    results[i] = exc
-            if loaded:
-                images = torch.stack([tensor for _, tensor in loaded]).to(device)
-                decoded = decode(model, images, vocab, max_length=max_length, beam_size=beam_size)
-                for (i, _), caption in zip(loaded, decoded):
-                    results[i] = caption
-    return [r for r in results if r is not None]
 
 
 def predict_captions(model: Captioner, records: Sequence[CaptionRecord], vocab: Vocabulary | None = None,

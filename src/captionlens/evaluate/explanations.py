@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,23 @@ from captionlens.evaluate.faithfulness import (
     salience_ranks,
     word_disappearance,
 )
-from captionlens.evaluate.hallucination import hallucination_report
+from captionlens.evaluate.hallucination import measure_hallucination
 from captionlens.evaluate.insights import insights
 from captionlens.evaluate.localisation import centre_map, localisation_scores, peak_position, random_map_expectation
+from captionlens.evaluate.result import (
+    Curves,
+    EvaluatedData,
+    EvaluationConfig,
+    ExplanationEvaluation,
+    MethodMeasures,
+    SanityResult,
+    number,
+)
 from captionlens.evaluate.sanity import sanity_check
 from captionlens.evaluate.stats import rate_with_interval
 from captionlens.evaluate.words import WordTruth, function_or_other, shapes_truths
 from captionlens.explain.api import explain_batch
-from captionlens.explain.registry import METHODS, ordered_methods
+from captionlens.explain.registry import quick_settings, runnable_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.statistics import word_statistics
 from captionlens.models.protocol import Captioner, model_device
@@ -57,34 +66,6 @@ EVALUATION_FORMATS = ("shapes", "flickr30k-entities")
 LOCALISATION = ("pointing_game", "relevance_mass", "relevance_rank", "mask_auc")
 _LOCALISATION_KEYS = {"pointing": "pointing_game", "mass": "relevance_mass", "rank": "relevance_rank",
                       "auc": "mask_auc"}   # `localisation_scores`' names -> the result's
-LIME_SAMPLES = 300  # the evaluation's LIME and occlusion cost (recorded in the result; `settings` overrides)
-
-
-@dataclass
-class EvaluationConfig:
-    """What `evaluate_explanations` measures, on how much data, at what cost."""
-
-    methods: Sequence[str] | None = None    # None: every registered method the model can run
-    split: str = "test"
-    limit: int | None = 40                  # images explained and localised
-    beam_size: int = 3
-    max_length: int = 20
-    faithfulness_images: int | None = 16    # of those, the first N get deletion / insertion / disappearance
-    steps: int = 8                          # deletion / insertion points after the first
-    grid: int = 8                           # word disappearance: cells per side ...
-    cells: int = 6                          # ... and how many are hidden
-    sanity_images: int = 4
-    batch_size: int = 16                    # images explained together
-    seed: int = 0
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def method_settings(self, input_size: int) -> dict[str, dict[str, Any]]:
-        """`settings` over the evaluation's cost defaults: LIME with `LIME_SAMPLES` samples, occlusion by
-        patches of a quarter of the input at an eighth's stride (49 patches)."""
-        defaults = {"lime": {"num_samples": LIME_SAMPLES},
-                    "occlusion": {"window": max(1, input_size // 4), "stride": max(1, input_size // 8)}}
-        return {name: {**defaults.get(name, {}), **self.settings.get(name, {})}
-                for name in {*defaults, *self.settings}}
 
 
 @dataclass
@@ -96,15 +77,6 @@ class _Word:
 
 
 Truths = Callable[[CaptionRecord, list[str]], tuple[list[WordTruth], np.ndarray]]
-
-
-@dataclass
-class ExplanationEvaluation:
-    """`summary`: the JSON-ready result (keys in the README); `explanations`: the explained captions
-    (`viz.evaluation.save_evaluation` writes both: files, figures and the report)."""
-
-    summary: dict[str, Any]
-    explanations: list[CaptionExplanation]
 
 
 def evaluate_explanations(model: Captioner, data: str | os.PathLike, format: str | None = None,
@@ -119,14 +91,15 @@ def evaluate_explanations(model: Captioner, data: str | os.PathLike, format: str
     if format not in EVALUATION_FORMATS:
         raise ValueError(f"explanations are evaluated on data with known referents "
                          f"({', '.join(EVALUATION_FORMATS)}); {data} is {format!r}")
-    methods = _methods(model, config.methods)
+    methods = runnable_methods(model) if config.methods is None else list(dict.fromkeys(config.methods))
     say = progress or (lambda message: None)
     start = time.perf_counter()
     records = load_dataset(data, format).split(config.split).records[:config.limit]
     if not records:
         raise ValueError(f"{data}: the {config.split!r} split has no images")
     truth_of = _truth_source(data, format)
-    settings = config.method_settings(model.preprocessing.image_size)
+    # the methods' cheaper settings for many images (LIME's samples, occlusion's patches), under the given ones
+    settings = quick_settings(methods, model.preprocessing.image_size, config.settings)
     explanations: list[CaptionExplanation] = []
     objects: list[np.ndarray] = []          # per image: the pixels of every annotated object
     words: list[_Word] = []
@@ -149,38 +122,17 @@ def evaluate_explanations(model: Captioner, data: str | os.PathLike, format: str
     say(f"sanity check on {len(shown)} images")
     sanity = sanity_check(model, [r.image_path for r, _ in shown], [e.caption for _, e in shown], methods,
                           settings, config.seed, trained=[e for _, e in shown])
-    result: dict[str, Any] = {
-        "dataset": _dataset_summary(data, format, config.split, records, words),
-        "settings": {**asdict(config), "methods": methods, "settings": settings},
-        "methods": {m: _method_summary(m, words, measures, sanity[m], config.seed) for m in methods},
-        "curves": _mean_curves(measures, config.steps),
-    }
-    if format == "shapes":
-        result["hallucination"] = hallucination_report(
+    evaluation = ExplanationEvaluation(
+        dataset=_evaluated_data(data, format, config.split, records, words),
+        config=replace(config, methods=methods, settings=settings),
+        methods={m: _method_measures(m, words, measures, sanity[m], config.seed) for m in methods},
+        curves=_mean_curves(measures, config.steps),
+        hallucination=measure_hallucination(
             [w.truth.supported for w in words], [w.truth.word_class for w in words], [w.image for w in words],
-            measures["stats"], measures["log_prob"], config.seed)
-    result["insights"] = insights(result)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    return ExplanationEvaluation(_finite(result), explanations)
-
-
-def _finite(value: Any) -> Any:
-    """The result with NaN (no words to measure) as None, numpy scalars as Python numbers: strict JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _methods(model: Captioner, methods: Sequence[str] | None) -> list[str]:
-    if methods is None:
-        return [m for m in ordered_methods(METHODS) if model.has_attention or not METHODS[m].needs_attention]
-    return list(dict.fromkeys(methods))
+            measures["stats"], measures["log_prob"], config.seed) if format == "shapes" else None,
+        explanations=tuple(explanations))
+    return replace(evaluation, insights=tuple(insights(evaluation.methods)),
+                   seconds=round(time.perf_counter() - start, 1))
 
 
 def _chunks(items: Sequence[CaptionRecord], size: int) -> Iterator[Sequence[CaptionRecord]]:
@@ -330,12 +282,8 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
 
 
-def _summary(values: np.ndarray, seed: int) -> dict[str, Any]:
-    return rate_with_interval(values[~np.isnan(values)], seed=seed)
-
-
-def _method_summary(method: str, words: Sequence[_Word], measures: dict[str, Any], sanity: dict[str, Any],
-                    seed: int, rows: np.ndarray | None = None) -> dict[str, Any]:
+def _method_measures(method: str, words: Sequence[_Word], measures: dict[str, Any], sanity: SanityResult | None,
+                     seed: int, rows: np.ndarray | None = None) -> MethodMeasures:
     """The method's rates over `rows` of the words (default all, then also per word class and phrase
     type), with intervals and word counts."""
     whole = rows is None
@@ -358,23 +306,15 @@ def _method_summary(method: str, words: Sequence[_Word], measures: dict[str, Any
     series["pointing_game_small"] = np.where(small == 1, pointing, np.nan)
     series["pointing_game_large"] = np.where(small == 0, pointing, np.nan)
     series["pointing_game_after_shift"] = np.where(measures["shift"][rows], pointing, np.nan)
-    summaries = {k: _summary(v, seed) for k, v in series.items()}
-    out: dict[str, Any] = {k: s["value"] for k, s in summaries.items()}
     probability = np.exp(measures["log_prob"][rows])
-    out["probability_object_mass_spearman"] = (_rank_correlation(probability, series["object_mass"])
-                                               if len(rows) > 2 else float("nan"))
-    out["intervals"] = {k: [s["low"], s["high"]] for k, s in summaries.items()}
-    out["words"] = {k: s["n"] for k, s in summaries.items()}
-    if sanity:
-        out["sanity"] = sanity
+    spearman = _rank_correlation(probability, series["object_mass"]) if len(rows) > 2 else None
+    fields: dict[str, Any] = {k: rate_with_interval(v, seed=seed) for k, v in series.items()}
     if whole:
-        out["by_class"] = {cls: _method_summary(method, words, measures, {}, seed, np.asarray(r))
-                           for cls, r in _group(words, lambda w: [w.truth.word_class]).items()}
-        by_type = _group(words, lambda w: list(w.truth.types))
-        if by_type:
-            out["by_type"] = {kind: _method_summary(method, words, measures, {}, seed, np.asarray(r))
-                              for kind, r in by_type.items()}
-    return out
+        fields["by_class"] = {cls: _method_measures(method, words, measures, None, seed, np.asarray(r))
+                              for cls, r in _group(words, lambda w: [w.truth.word_class]).items()}
+        fields["by_type"] = {kind: _method_measures(method, words, measures, None, seed, np.asarray(r))
+                             for kind, r in _group(words, lambda w: list(w.truth.types)).items()}
+    return MethodMeasures(**fields, probability_object_mass_spearman=number(spearman), sanity=sanity)
 
 
 def _group(words: Sequence[_Word], keys: Callable[[_Word], list[str]]) -> dict[str, list[int]]:
@@ -385,11 +325,11 @@ def _group(words: Sequence[_Word], keys: Callable[[_Word], list[str]]) -> dict[s
     return groups
 
 
-def _mean_curves(measures: dict[str, Any], steps: int) -> dict[str, Any]:
+def _mean_curves(measures: dict[str, Any], steps: int) -> Curves:
     curves = measures["curves"]
-    return {"fraction": [s / steps for s in range(steps + 1)],
-            **{kind: {k: [round(float(x), 4) for x in _nanmean_rows(v, steps + 1)] for k, v in curves[kind].items()}
-               for kind in ("deletion", "insertion")}}
+    means = {kind: {k: tuple(number(round(float(x), 4)) for x in _nanmean_rows(v, steps + 1))
+                    for k, v in curves[kind].items()} for kind in ("deletion", "insertion")}
+    return Curves(tuple(s / steps for s in range(steps + 1)), means["deletion"], means["insertion"])
 
 
 def _nanmean_rows(values: np.ndarray, points: int) -> np.ndarray:
@@ -397,14 +337,14 @@ def _nanmean_rows(values: np.ndarray, points: int) -> np.ndarray:
     return measured.mean(0) if len(measured) else np.full(points, np.nan)
 
 
-def _dataset_summary(data: Path, format: str, split: str, records: Sequence[CaptionRecord],
-                     words: Sequence[_Word]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"path": str(data), "format": format, "split": split, "images": len(records),
-                               "captions": sum(len(r.captions) for r in records), "captions_explained": len(records),
-                               "words_scored": len(words),
-                               "words_grounded": sum(w.truth.mask is not None for w in words)}
+def _evaluated_data(data: Path, format: str, split: str, records: Sequence[CaptionRecord],
+                    words: Sequence[_Word]) -> EvaluatedData:
+    counts: dict[str, int] = {}
     if format == "flickr30k-entities":  # the split's own counts, whatever --limit took of it
-        counts = entity_counts(data, split)
-        summary.update({"split_images": counts.images, "split_captions": counts.captions, "phrases": counts.phrases,
-                        "phrases_with_boxes": counts.phrases_with_boxes})
-    return summary
+        split_counts = entity_counts(data, split)
+        counts = {"split_images": split_counts.images, "split_captions": split_counts.captions,
+                  "phrases": split_counts.phrases, "phrases_with_boxes": split_counts.phrases_with_boxes}
+    return EvaluatedData(path=str(data), format=format, split=split, images=len(records),
+                         captions=sum(len(r.captions) for r in records), captions_explained=len(records),
+                         words_scored=len(words), words_grounded=sum(w.truth.mask is not None for w in words),
+                         **counts)

@@ -11,13 +11,13 @@ at Youden's J) and reported on the other half, so its rates are not measured on 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from captionlens.evaluate.result import ChosenRule, HallucinationMeasures, HeldOut, WordCounts, number
 from captionlens.evaluate.words import CONTENT_CLASSES
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.suspect import SuspectRule
 
 
 def _auc(labels: np.ndarray, values: np.ndarray) -> float:
@@ -26,31 +26,32 @@ def _auc(labels: np.ndarray, values: np.ndarray) -> float:
     return float(roc_auc_score(labels, values))
 
 
-def hallucination_report(supported: Sequence[bool | None], classes: Sequence[str], images: Sequence[int],
-                         statistics: Mapping[str, Mapping[str, np.ndarray]], log_prob: np.ndarray,
-                         seed: int = 0) -> dict[str, Any]:
-    """The JSON section: counts per word class, AUC per method and statistic (with intervals for the
-    log-prob baseline), and the chosen rule with its held-out rates. Arrays are per word, all words."""
+def measure_hallucination(supported: Sequence[bool | None], classes: Sequence[str], images: Sequence[int],
+                          statistics: Mapping[str, Mapping[str, np.ndarray]], log_prob: np.ndarray,
+                          seed: int = 0) -> HallucinationMeasures:
+    """Counts per word class, AUC per method and statistic (with an interval for the log-prob baseline),
+    and the chosen rule with its held-out rates. Arrays are per word, all words."""
     rows = np.asarray([s is not None and c in CONTENT_CLASSES for s, c in zip(supported, classes)])
     labels = np.asarray([s is False for s in supported])[rows].astype(int)
     image_index = np.asarray(images)[rows]
     log_prob = np.asarray(log_prob)[rows]
-    by_class = {c: {"words": int(sum(1 for k, s in zip(classes, supported) if k == c and s is not None)),
-                    "unsupported": int(sum(1 for k, s in zip(classes, supported) if k == c and s is False))}
+    by_class = {c: WordCounts(int(sum(1 for k, s in zip(classes, supported) if k == c and s is not None)),
+                              int(sum(1 for k, s in zip(classes, supported) if k == c and s is False)))
                 for c in CONTENT_CLASSES}
     candidates: dict[tuple[str | None, str], np.ndarray] = {(None, "log_prob"): log_prob}
-    auc: dict[str, dict[str, float]] = {}
+    auc: dict[str, dict[str, float | None]] = {}
     for method, stats in statistics.items():
         auc[method] = {}
         for name, values in stats.items():
             values = np.asarray(values)[rows]
             candidates[(method, name)] = values
-            auc[method][name] = _auc(labels, values)
-    report: dict[str, Any] = {"words": int(rows.sum()), "unsupported": int(labels.sum()), "by_class": by_class,
-                              "log_prob_auc": _auc(labels, log_prob),
-                              "log_prob_auc_interval": list(_auc_interval(labels, log_prob, seed)), "auc": auc}
-    report.update(_chosen_rule(labels, image_index, candidates))
-    return report
+            auc[method][name] = number(_auc(labels, values))
+    low, high = _auc_interval(labels, log_prob, seed)
+    rule, reason, held_out = _chosen_rule(labels, image_index, candidates)
+    return HallucinationMeasures(words=int(rows.sum()), unsupported=int(labels.sum()), by_class=by_class,
+                                 log_prob_auc=number(_auc(labels, log_prob)),
+                                 log_prob_auc_interval=(number(low), number(high)), auc=auc, rule=rule,
+                                 rule_reason=reason, held_out=held_out)
 
 
 def _auc_interval(labels: np.ndarray, values: np.ndarray, seed: int, resamples: int = 1000,
@@ -67,12 +68,13 @@ def _auc_interval(labels: np.ndarray, values: np.ndarray, seed: int, resamples: 
     return float(low), float(high)
 
 
-def _chosen_rule(labels: np.ndarray, images: np.ndarray,
-                 candidates: Mapping[tuple[str | None, str], np.ndarray]) -> dict[str, Any]:
-    """Choose (statistic, direction, threshold) on even images, report it on odd ones."""
+def _chosen_rule(labels: np.ndarray, images: np.ndarray, candidates: Mapping[tuple[str | None, str], np.ndarray]
+                 ) -> tuple[ChosenRule | None, str | None, HeldOut | None]:
+    """Choose (statistic, direction, threshold) on even images, report it on odd ones: (the rule, why
+    there is none, its held-out rates)."""
     choose, test = images % 2 == 0, images % 2 == 1
     if len(set(labels[choose].tolist())) < 2 or len(set(labels[test].tolist())) < 2:
-        return {"rule": None, "rule_reason": "too few unsupported or supported words in one half to choose a rule"}
+        return None, "too few unsupported or supported words in one half to choose a rule", None
     best: tuple[float, tuple[str | None, str], str] | None = None
     for key, values in candidates.items():
         if np.isnan(values).any():
@@ -91,9 +93,7 @@ def _chosen_rule(labels: np.ndarray, images: np.ndarray,
     rule = SuspectRule(statistic=statistic, direction=direction, threshold=threshold, method=method)
     flagged = rule.flagged(values[test])            # inclusive, as roc_curve's thresholds are
     positives, negatives = labels[test] == 1, labels[test] == 0
-    return {"rule": {**rule.to_dict(), "describe": rule.describe(), "chosen_on": "even-indexed images",
-                     "selection_auc": oriented},
-            "held_out": {"words": int(test.sum()), "auc": _auc(labels[test], sign * values[test]),
-                         "true_positive_rate": float(flagged[positives].mean()),
-                         "false_positive_rate": float(flagged[negatives].mean()),
-                         "precision": float(flagged[positives].sum() / max(flagged.sum(), 1))}}
+    held_out = HeldOut(int(test.sum()), number(_auc(labels[test], sign * values[test])),
+                       number(flagged[positives].mean()), number(flagged[negatives].mean()),
+                       number(flagged[positives].sum() / max(flagged.sum(), 1)))
+    return ChosenRule(rule, "even-indexed images", float(oriented)), None, held_out

@@ -12,67 +12,69 @@ Claims (the seed's wording) and what measures them:
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
+from captionlens.evaluate.result import Insight, MethodMeasures
 from captionlens.explain.registry import method_label
 
 NOUN_CLASSES = ("shape noun", "annotated noun")
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.2f}"
+    return "n/a" if value is None else f"{value:.2f}"
 
 
-def _noun_class(method: dict[str, Any]) -> str | None:
-    return next((c for c in NOUN_CLASSES if c in method.get("by_class", {})), None)
+def _noun_class(method: MethodMeasures) -> str | None:
+    return next((c for c in NOUN_CLASSES if c in (method.by_class or {})), None)
 
 
-def insights(evaluation: dict[str, Any]) -> list[dict[str, str]]:
-    """[{"claim", "finding"}] for each of the seed's claims, from `evaluation["methods"]`."""
-    methods: dict[str, dict[str, Any]] = evaluation["methods"]
+def insights(methods: Mapping[str, MethodMeasures]) -> list[Insight]:
+    """One `Insight` for each of the seed's claims, from an evaluation's per-method measures."""
     labels = {m: method_label(m) for m in methods}
     out = []
 
-    nouns = {m: _noun_class(v) for m, v in methods.items()}
-    rows = [(m, v["by_class"][nouns[m]]["entropy"], v["by_class"]["function word"]["entropy"])
-            for m, v in methods.items() if nouns[m] and "function word" in v.get("by_class", {})]
+    rows = []
+    for m, v in methods.items():
+        noun, classes = _noun_class(v), v.by_class or {}
+        if noun and "function word" in classes:
+            rows.append((m, classes[noun].entropy.value, classes["function word"].entropy.value))
     if rows:
-        focused = [m for m, noun, function in rows if noun < function]
+        focused = [m for m, noun, function in rows if noun is not None and function is not None and noun < function]
         detail = "; ".join(f"{labels[m]} {_fmt(n)} vs {_fmt(f)}" for m, n, f in rows)
-        out.append({"claim": "Nouns: the model focuses on specific objects; function words get diffuse maps",
-                    "finding": f"Noun maps are more concentrated than function words' for {len(focused)} of "
-                               f"{len(rows)} methods (normalised entropy, 0 = one pixel, 1 = uniform: {detail})."})
+        out.append(Insight("Nouns: the model focuses on specific objects; function words get diffuse maps",
+                           f"Noun maps are more concentrated than function words' for {len(focused)} of "
+                           f"{len(rows)} methods (normalised entropy, 0 = one pixel, 1 = uniform: {detail})."))
 
-    rows2 = [(m, v["consecutive_similarity"], v["pointing_game_after_shift"], v["words"]["pointing_game_after_shift"])
-             for m, v in methods.items()]
-    detail = "; ".join(f"{labels[m]} {_fmt(s)}" for m, s, _, _ in rows2)
-    follows = "; ".join(f"{labels[m]} {_fmt(p)} of {n}" for m, _, p, n in rows2)
-    out.append({"claim": "Attention shifts as the caption progresses",
-                "finding": f"Consecutive words' maps have a mean rank correlation of {detail} (1 = the same "
-                           f"map); when a word names another object than the previous one, its map's peak lands "
-                           f"on the new object at a rate of {follows} words."})
+    detail = "; ".join(f"{labels[m]} {_fmt(v.consecutive_similarity.value)}" for m, v in methods.items())
+    follows = "; ".join(f"{labels[m]} {_fmt(v.pointing_game_after_shift.value)} of {v.pointing_game_after_shift.n}"
+                        for m, v in methods.items())
+    out.append(Insight("Attention shifts as the caption progresses",
+                       f"Consecutive words' maps have a mean rank correlation of {detail} (1 = the same "
+                       f"map); when a word names another object than the previous one, its map's peak lands "
+                       f"on the new object at a rate of {follows} words."))
 
-    rows3 = [(m, v["pointing_game_small"], v["pointing_game_large"]) for m, v in methods.items()]
-    missed = [m for m, small, large in rows3 if small == small and large == large and small < large]
-    detail = "; ".join(f"{labels[m]} {_fmt(s)} vs {_fmt(large)}" for m, s, large in rows3)
-    out.append({"claim": "Can miss small objects",
-                "finding": f"Pointing-game hit rate on objects smaller than the median referent vs larger ones: "
-                           f"{detail}; lower on small objects for {len(missed)} of {len(rows3)} methods."})
+    sizes = [(m, v.pointing_game_small.value, v.pointing_game_large.value) for m, v in methods.items()]
+    missed = [m for m, small, large in sizes if small is not None and large is not None and small < large]
+    detail = "; ".join(f"{labels[m]} {_fmt(s)} vs {_fmt(large)}" for m, s, large in sizes)
+    out.append(Insight("Can miss small objects",
+                       f"Pointing-game hit rate on objects smaller than the median referent vs larger ones: "
+                       f"{detail}; lower on small objects for {len(missed)} of {len(sizes)} methods."))
 
-    rows4 = [(m, v["probability_object_mass_spearman"]) for m, v in methods.items()]
-    positive = [m for m, r in rows4 if r == r and r > 0]
-    detail = "; ".join(f"{labels[m]} {_fmt(r)}" for m, r in rows4)
-    out.append({"claim": "Attends to background when uncertain",
-                "finding": f"Rank correlation of a word's probability with its map's share of mass on objects: "
-                           f"{detail}; positive (less mass on objects when less sure) for {len(positive)} of "
-                           f"{len(rows4)} methods."})
+    uncertain = [(m, v.probability_object_mass_spearman) for m, v in methods.items()]
+    positive = [m for m, r in uncertain if r is not None and r > 0]
+    detail = "; ".join(f"{labels[m]} {_fmt(r)}" for m, r in uncertain)
+    out.append(Insight("Attends to background when uncertain",
+                       f"Rank correlation of a word's probability with its map's share of mass on objects: "
+                       f"{detail}; positive (less mass on objects when less sure) for {len(positive)} of "
+                       f"{len(uncertain)} methods."))
 
-    rows5 = [(m, v["pointing_game"], v["pointing_game_random"], v["pointing_game_centre"]) for m, v in methods.items()]
-    beats = [m for m, p, r, c in rows5 if p == p and p > max(r, c)]
-    detail = "; ".join(f"{labels[m]} {_fmt(p)}" for m, p, _, _ in rows5)
-    _, _, random_rate, centre_rate = rows5[0]
-    out.append({"claim": "Strong spatial correspondence between words and image regions",
-                "finding": f"Pointing-game hit rates {detail}, against {_fmt(random_rate)} for a random map and "
-                           f"{_fmt(centre_rate)} for a centre-bias map: {len(beats)} of {len(rows5)} methods beat "
-                           "both baselines."})
+    pointing = [(m, v.pointing_game.value, v.pointing_game_random.value, v.pointing_game_centre.value)
+                for m, v in methods.items()]
+    beats = [m for m, p, r, c in pointing if p is not None and p > max(x for x in (r, c, -1.0) if x is not None)]
+    detail = "; ".join(f"{labels[m]} {_fmt(p)}" for m, p, _, _ in pointing)
+    _, _, random_rate, centre_rate = pointing[0]
+    out.append(Insight("Strong spatial correspondence between words and image regions",
+                       f"Pointing-game hit rates {detail}, against {_fmt(random_rate)} for a random map and "
+                       f"{_fmt(centre_rate)} for a centre-bias map: {len(beats)} of {len(pointing)} methods beat "
+                       "both baselines."))
     return out

@@ -13,8 +13,9 @@ a mask is an (H, W) bool array: the object's pixels, or the union of its boxes. 
   random tie-breaking (Grad-CAM maps have large plateaus of zeros, where any fixed order is arbitrary);
 - auc: ROC AUC of the map's values as a score for "pixel is in the mask", ties counted one half.
 
-The per-map functions are direct and simple; `localisation_scores` computes all four for a stack of
-(map, mask) pairs in a few array passes. `random_map_expectation` and `centre_map` give the baselines.
+`localisation_scores` computes all four for a stack of (map, mask) pairs in a few array passes (the
+tests hold it against direct per-map definitions and Quantus). `random_map_expectation` and
+`centre_map` give the baselines.
 """
 from __future__ import annotations
 
@@ -24,74 +25,11 @@ METRICS = ("pointing", "mass", "rank", "auc")
 _CHUNK_ELEMENTS = 1 << 22   # pixels sorted at once by `localisation_scores`: bounds its temporaries
 
 
-def _check_pair(heatmap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    values = np.asarray(heatmap)
-    inside = np.asarray(mask, dtype=bool)
-    if values.shape != inside.shape:
-        raise ValueError(f"map of shape {values.shape} and mask of shape {inside.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("the map has non-finite values")
-    return values.ravel(), inside.ravel()
-
-
-def pointing_hit(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """1.0 when the map's maximum lies in the mask, else 0.0; for a maximum several pixels share, the
-    share of them in the mask (the expected hit when the tie is broken at random)."""
-    values, inside = _check_pair(heatmap, mask)
-    peak = values == values.max()
-    return float(inside[peak].mean())
-
-
 def peak_position(heatmap: np.ndarray) -> tuple[float, float]:
     """(row, column) of the map's maximum, in pixel coordinates (a pixel's centre is at index + 0.5):
     the mean position of the pixels that share the maximum."""
     rows, cols = np.nonzero(np.asarray(heatmap) == np.max(heatmap))
     return float(rows.mean()) + 0.5, float(cols.mean()) + 0.5
-
-
-def relevance_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the map's positive mass that lies in the mask: sum(max(m, 0) in mask) / sum(max(m, 0)).
-
-    Only the positive part counts, so a signed map cannot score above 1 or below 0 through negative
-    values; a map with no positive mass puts none in the mask and scores 0.
-    """
-    values, inside = _check_pair(heatmap, mask)
-    positive = np.clip(values.astype(np.float64), 0.0, None)
-    total = positive.sum()
-    return float(positive[inside].sum() / total) if total > 0 else 0.0
-
-
-def relevance_rank(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Of the K = |mask| highest-valued pixels, the fraction inside the mask; nan for an empty mask.
-
-    Pixels tied at the K-th highest value share the places left after the strictly higher ones, each
-    in proportion, which is the expected score when ties are broken at random.
-    """
-    values, inside = _check_pair(heatmap, mask)
-    k = int(inside.sum())
-    if k == 0:
-        return float("nan")
-    threshold = np.sort(values)[-k]
-    above, tied = values > threshold, values == threshold
-    places_left = k - int(above.sum())
-    return float((inside[above].sum() + places_left * inside[tied].sum() / tied.sum()) / k)
-
-
-def mask_auc(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """ROC AUC of the map's values as a score for "pixel is in the mask", ties counted one half.
-
-    It is the chance that a random mask pixel outscores a random background pixel, so it needs both
-    kinds of pixel: nan when the mask is empty or covers the whole map.
-    """
-    values, inside = _check_pair(heatmap, mask)
-    n_in = int(inside.sum())
-    n_out = inside.size - n_in
-    if n_in == 0 or n_out == 0:
-        return float("nan")
-    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
-    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0          # 1-based average rank of each distinct value
-    rank_sum = mid_ranks[group.ravel()][inside].sum()
-    return float((rank_sum - n_in * (n_in + 1) / 2.0) / (n_in * n_out))
 
 
 def _tie_groups(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +78,7 @@ def localisation_scores(maps: np.ndarray, masks: np.ndarray) -> dict[str, np.nda
     """The four metrics for each (map, mask) pair of `maps` (N, H, W) and `masks` (N, H, W).
 
     Returns {"pointing", "mass", "rank", "auc"}, each a float array of length N (pointing is 1.0 for a
-    hit), with the same definitions, ties and nan cases as the per-map functions. Rows are processed in
+    hit), with the definitions, ties and nan cases of the module doc. Rows are processed in
     chunks so that memory stays bounded for thousands of full-resolution maps.
     """
     values = np.asarray(maps)
@@ -165,7 +103,7 @@ def random_map_expectation(mask: np.ndarray) -> dict[str, float]:
 
     With f = |mask| / (H * W): the maximum is at a uniformly random pixel, so pointing = f; the top K
     pixels are a uniformly random K-subset, so rank = f; a mask pixel outscores a background pixel with
-    chance one half, so auc = 0.5 (nan for an empty or full mask, as `mask_auc`). Mass is f in
+    chance one half, so auc = 0.5 (nan for an empty or full mask, as in `localisation_scores`). Mass is f in
     expectation by exchangeability: every pixel carries the same expected share of the positive mass
     and the shares sum to 1, so the mask's pixels carry f of it. That holds whenever the map has some
     positive mass almost surely; for signed values the all-non-positive map (chance F(0) ** (H * W))

@@ -22,6 +22,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from captionlens.evaluate.result import SanityResult, SanityStep
 from captionlens.explain.api import ImageLike, explain_batch
 from captionlens.explain.maps import normalize_maps
 from captionlens.explain.result import CaptionExplanation
@@ -103,21 +104,24 @@ def _resized(maps: np.ndarray, size: int) -> np.ndarray:
 
 def sanity_check(model: Captioner, images: Sequence[ImageLike], captions: Sequence[str], methods: Sequence[str],
                  settings: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
-                 trained: Sequence[CaptionExplanation] | None = None) -> dict[str, dict[str, Any]]:
-    """Per method: {"layers": [{"randomised", "spearman", "ssim"}], "verdict", "rule"} over every word of
-    the given captions of `images` (each method's maps of the trained model in `trained`, or computed)."""
+                 trained: Sequence[CaptionExplanation] | None = None) -> dict[str, SanityResult]:
+    """Per method: its maps' similarity to the trained model's after each randomisation step, over every
+    word of the given captions of `images` (each method's maps of the trained model in `trained`, or
+    computed), and its verdict under `VERDICT_RULE`."""
     if trained is None:
         trained = explain_batch(model, images, methods, captions=captions, settings=settings)
-    results: dict[str, dict[str, Any]] = {name: {"layers": [], "rule": VERDICT_RULE} for name in methods}
+    steps: dict[str, list[SanityStep]] = {name: [] for name in methods}
     for label, randomised in cascading_models(model, seed):
         again = explain_batch(randomised, images, methods, captions=captions, settings=settings)
         for name in methods:
             pairs = [map_similarity(a[name].maps, b[name].maps) for a, b in zip(trained, again) if a.tokens]
             rho = np.concatenate([p[0] for p in pairs]) if pairs else np.array([])
             ssim = np.concatenate([p[1] for p in pairs]) if pairs else np.array([])
-            results[name]["layers"].append({"randomised": label, "spearman": float(np.mean(rho)) if len(rho) else None,
-                                            "ssim": float(np.mean(ssim)) if len(ssim) else None})
-    for result in results.values():
-        final = result["layers"][-1]["spearman"] if result["layers"] else None
-        result["verdict"] = "pass" if final is not None and final < PASS_BELOW else "fail"
-    return results
+            steps[name].append(SanityStep(label, float(np.mean(rho)) if len(rho) else None,
+                                          float(np.mean(ssim)) if len(ssim) else None))
+    return {name: SanityResult(tuple(layers), _verdict(layers), VERDICT_RULE) for name, layers in steps.items()}
+
+
+def _verdict(layers: Sequence[SanityStep]) -> str:
+    final = layers[-1].spearman if layers else None
+    return "pass" if final is not None and final < PASS_BELOW else "fail"

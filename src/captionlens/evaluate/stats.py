@@ -6,6 +6,7 @@ next; an interval says whether two methods, or a method and its baseline, are to
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,13 +45,23 @@ def bootstrap_interval(values: Any, n_resamples: int = 1000, level: float = 0.95
     return float(low), float(high)
 
 
-def rate_with_interval(values: Any, n_resamples: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> dict[str, float | int]:
-    """Mean of `values` (e.g. 0/1 hits) with its bootstrap interval: {"value", "low", "high", "n"}.
+@dataclass(frozen=True)
+class Rate:
+    """A mean over `n` scored items with its interval [`low`, `high`]; None where nothing was measured."""
 
-    nan values are dropped and not counted in n; with none left, value, low and high are nan.
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+def rate_with_interval(values: Any, n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Rate:
+    """Mean of `values` (e.g. 0/1 hits) with its bootstrap interval.
+
+    nan values are dropped and not counted in n; with none left, value, low and high are None.
     """
     items = _clean(values)
+    if not items.size:
+        return Rate(None, None, None, 0)
     low, high = bootstrap_interval(items, n_resamples=n_resamples, level=level, seed=seed)
-    value = float(items.mean()) if items.size else float("nan")
-    return {"value": value, "low": low, "high": high, "n": int(items.size)}
+    return Rate(float(items.mean()), low, high, int(items.size))

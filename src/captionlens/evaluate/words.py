@@ -23,7 +23,6 @@ a an the this that these those some any each every all both no not of in on at b
 over under above below near behind beside between through up down out off and or but nor so is are was were
 be been being am has have had do does did it its itself he she they them his her their there here as while
 who which what whose next""".split())
-SHAPE_CLASSES = ("shape noun", "colour adjective", "size adjective", "function word", "other")
 CONTENT_CLASSES = ("shape noun", "colour adjective", "size adjective")
 
 

@@ -8,15 +8,17 @@ from captionlens.explain.api import check_explain_arguments, explain, explain_ba
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import (
            METHODS,
+           CliOption,
            Method,
            MethodSettings,
            check_methods,
            ordered_methods,
            register_method,
 )
-from captionlens.explain.result import CaptionExplanation, MethodMaps
+from captionlens.explain.result import CaptionExplanation, Decoding, MethodMaps
+from captionlens.explain.suspect import SuspectFlag, SuspectRule
 from captionlens.explain.target import TargetLayer
 
-__all__ = ["METHODS", "CaptionExplanation", "ExplainContext", "Method", "MethodMaps", "MethodSettings",
-           "TargetLayer", "check_explain_arguments", "check_methods", "explain", "explain_batch",
-           "ordered_methods", "register_method"]
+__all__ = ["METHODS", "CaptionExplanation", "CliOption", "Decoding", "ExplainContext", "Method", "MethodMaps",
+           "MethodSettings", "SuspectFlag", "SuspectRule", "TargetLayer", "check_explain_arguments", "check_methods",
+           "explain", "explain_batch", "ordered_methods", "register_method"]

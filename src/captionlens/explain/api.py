@@ -15,9 +15,10 @@ from captionlens.data.images import read_image
 from captionlens.data.vocabulary import Vocabulary, tokenize
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import METHODS, MethodSettings, resolve_settings
-from captionlens.explain.result import CaptionExplanation
+from captionlens.explain.result import CaptionExplanation, Decoding
 from captionlens.explain.scoring import Score, caption_tensor, check_score, scores_from_features
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.statistics import flag_words
+from captionlens.explain.suspect import SuspectRule
 from captionlens.explain.target import TargetLayer
 from captionlens.models.decoding import check_decoding, decode_features
 from captionlens.models.protocol import Captioner, eval_mode, model_device, require_vocab
@@ -108,20 +109,19 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
             decoded = decode_features(model, features, vocab, max_length=max_length, beam_size=beam_size)
             id_lists = [d.token_ids for d in decoded]
             log_prob_lists = [d.log_probs for d in decoded]  # decoding's own, equal to teacher forcing
-            decoding: dict[str, Any] = {"beam_size": beam_size, "max_length": max_length, "source": "generated"}
+            decoding = Decoding("generated", score, target.name, beam_size, max_length)
         else:
             id_lists = [_given_caption_ids(c, vocab) for c in captions]
             with torch.no_grad():
                 log_prob_lists = [scores_from_features(model, features[i:i + 1], caption_tensor(ids, vocab, device),
                                                        "log_prob")[0].tolist() for i, ids in enumerate(id_lists)]
-            decoding = {"source": "given"}
-        decoding.update(score=score, target_layer=target.name)
+            decoding = Decoding("given", score, target.name)
         contexts = [ExplainContext(model, vocab, np.asarray(pil), tensors[i:i + 1], caption_tensor(ids, vocab, device),
                                    list(ids), target, activations[i:i + 1], score)
                     for i, ((pil, _, _), ids) in enumerate(zip(loaded, id_lists))]
         results = [CaptionExplanation(image=ctx.image, tokens=[vocab.idx2word[i] for i in ctx.token_ids],
                                       token_ids=list(ctx.token_ids), log_probs=np.asarray(lp, np.float32),
-                                      source=decoding["source"], decoding=dict(decoding), image_path=path,
+                                      decoding=decoding, image_path=path,
                                       image_file=encoded)
                    for ctx, lp, (_, path, encoded) in zip(contexts, log_prob_lists, loaded)]
         worded = [k for k, ctx in enumerate(contexts) if ctx.token_ids]   # a caption without words has no maps
@@ -135,6 +135,6 @@ def explain_batch(model: Captioner, images: Sequence[ImageLike], methods: Sequen
         if suspect_rule is not None:
             for result in results:
                 if result.tokens:
-                    result.suspect, result.suspect_rule = suspect_rule.flags(result), suspect_rule.to_dict()
+                    result.suspect, result.suspect_rule = flag_words(suspect_rule, result), suspect_rule
         return results
 

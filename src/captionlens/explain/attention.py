@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from captionlens.explain.context import ExplainContext
-from captionlens.explain.maps import placement
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import padded_captions
@@ -31,7 +30,7 @@ class AttentionSettings(MethodSettings):
                 f"sigma must be >= 0 grid cells, got {self.sigma!r}")
 
 
-@register_method("attention", label="attention", order=2, signed=False, needs_attention=True, batched=True,
+@register_method("attention", label="attention", order=2, signed=False, needs_attention=True,
                  settings=AttentionSettings, summary="the decoder's own attention weights; one teacher-forced pass")
 def attention(contexts: Sequence[ExplainContext], settings: AttentionSettings) -> list[MethodMaps]:
     """Teacher-forced alphas of each word on the pooled grid, every image in one pass; `sigma` (grid
@@ -52,5 +51,4 @@ def _draw(ctx: ExplainContext, weights: np.ndarray, grid_hw: tuple[int, int],
           settings: AttentionSettings) -> MethodMaps:
     raw = weights.reshape(ctx.num_words, *grid_hw)
     drawing = ctx.target.drawing(grid_hw, ctx.image_hw, pooled=True, sigma=settings.sigma)
-    recorded = {"method": "attention", **settings.to_dict(), "grid": list(grid_hw), "placement": placement(drawing)}
-    return MethodMaps(raw=raw, drawing=drawing, settings=recorded, extras={"alphas": weights})
+    return MethodMaps(method="attention", raw=raw, drawing=drawing, settings=settings, extras={"alphas": weights})

@@ -101,11 +101,6 @@ def cell_centres(layers: nn.Module, size: int) -> Centres | None:
         return None
 
 
-def uniform_centres(grid: tuple[int, int], size: int) -> Centres:
-    """What plain upsampling assumes: cell j at (j + 0.5) * S / n."""
-    return tuple((np.arange(n) + 0.5) * size / n for n in grid)  # type: ignore[return-value]
-
-
 def _weights(centres: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """(len(samples), len(centres)) linear interpolation weights, clamped at the ends."""
     n = len(centres)

@@ -12,18 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
-from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.gradients import gradient_route, word_gradients
-from captionlens.explain.maps import placement
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import Score, padded_captions
 from captionlens.explain.target import TargetLayer
-from captionlens.models.protocol import Captioner, eval_mode, require_vocab
+from captionlens.models.protocol import Captioner
 
 CamKind = Literal["gradcam", "gradcam++"]
 GRADCAM_PP_EPS = 1e-6  # pytorch-grad-cam's GradCAMPlusPlus denominator epsilon
@@ -62,25 +59,6 @@ def word_cams(model: Captioner, target: TargetLayer, activations: torch.Tensor, 
     return list(cams.split(list(lengths)))
 
 
-def gradcam_batch(model: Captioner, images: torch.Tensor, captions: Sequence[Sequence[int]],
-                  vocab: Vocabulary | None = None, kind: CamKind = "gradcam", score: Score = "log_prob",
-                  target_layer: str | int | None = None, max_batch: int = 256) -> list[np.ndarray]:
-    """Raw CAMs (T_i, h, w) for B images (B, 3, S, S) and their word-id captions, images x words at once.
-
-    The model runs in eval mode (restored afterwards); `vocab` defaults to `model.vocab`.
-    """
-    vocab = require_vocab(model, vocab)
-    if len(captions) != images.size(0):
-        raise ValueError(f"{len(captions)} captions given for {images.size(0)} images")
-    with eval_mode(model):
-        target = TargetLayer(model, target_layer)
-        with torch.no_grad():
-            activations = target.lower(images)
-        cams = word_cams(model, target, activations, padded_captions(captions, vocab, images.device),
-                         [len(c) for c in captions], kind, score, max_batch)
-    return [cam.float().cpu().numpy() for cam in cams]
-
-
 @dataclass(frozen=True, kw_only=True)
 class GradCamSettings(MethodSettings):
     """`max_batch`: (image, word) rows differentiated at once; `shortcut=False` forces the replicated route."""
@@ -105,21 +83,19 @@ def _explain_cams(contexts: Sequence[ExplainContext], kind: CamKind, settings: G
     out = []
     for ctx, raw in zip(contexts, raws):
         raw_np = raw.float().cpu().numpy()
-        drawing = ctx.target.drawing(raw_np.shape[1:], ctx.image_hw)
-        recorded = {"method": kind, "layer": ctx.target.name, "score": ctx.score, **settings.to_dict(),
-                    "gradient_route": route, "placement": placement(drawing)}
-        out.append(MethodMaps(raw=raw_np, drawing=drawing, settings=recorded))
+        out.append(MethodMaps(method=kind, raw=raw_np, drawing=ctx.target.drawing(raw_np.shape[1:], ctx.image_hw),
+                              settings=settings, gradient_route=route))
     return out
 
 
-@register_method("gradcam", label="Grad-CAM", order=0, signed=False, settings=GradCamSettings, batched=True,
+@register_method("gradcam", label="Grad-CAM", order=0, signed=False, settings=GradCamSettings,
                  summary="gradient of each word's score at the target layer; all words of all images in one pass")
 def gradcam(contexts: Sequence[ExplainContext], settings: GradCamSettings) -> list[MethodMaps]:
     """Grad-CAM of every word: ReLU(sum_k mean_ij(d score_t / dA_kij) A_k), un-normalised."""
     return _explain_cams(contexts, "gradcam", settings)
 
 
-@register_method("gradcam++", label="Grad-CAM++", order=1, signed=False, settings=GradCamSettings, batched=True,
+@register_method("gradcam++", label="Grad-CAM++", order=1, signed=False, settings=GradCamSettings,
                  summary="Grad-CAM++ weights (pytorch-grad-cam's closed form); all words of all images in one pass")
 def gradcam_plus_plus(contexts: Sequence[ExplainContext], settings: GradCamSettings) -> list[MethodMaps]:
     """Grad-CAM++ of every word (see `cam_weights`), un-normalised."""

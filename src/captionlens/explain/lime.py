@@ -17,23 +17,22 @@ of N full-size images. A superpixel too small to survive that resize has no effe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from skimage.segmentation import felzenszwalb, quickshift, slic
-from torchvision.transforms import functional as TF
 
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.maps import Drawing
-from captionlens.explain.registry import MethodSettings, register_method, require
+from captionlens.explain.perturbation import Fill, check_fill, fill_tensor, score_masked
+from captionlens.explain.registry import CliOption, MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
-from captionlens.explain.scoring import auto_batch_size, batched_word_scores
+from captionlens.explain.scoring import auto_batch_size
 
-Fill = str | float | tuple[float, float, float]
 SEGMENT_MAX_SIDE = 256  # longest side superpixels are computed at (see the module docstring)
 
 # Per-algorithm defaults. SLIC runs as SLICO (per-superpixel adaptive compactness): it gives about
@@ -77,47 +76,6 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = ((np.arange(size[0]) + 0.5) * labels.shape[0] / size[0]).astype(np.int64)
     cols = ((np.arange(size[1]) + 0.5) * labels.shape[1] / size[1]).astype(np.int64)
     return labels[rows[:, None], cols[None, :]]
-
-
-def check_fill(fill: Fill, blur_sigma: float) -> None:
-    """ValueError unless `fill` is "mean", "blur" (with blur_sigma > 0), a grey level or an RGB triple in 0..255."""
-    if isinstance(fill, str):
-        require(fill in ("mean", "blur"), f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, "
-                                          f"got {fill!r}")
-        require(fill != "blur" or (isinstance(blur_sigma, (int, float)) and blur_sigma > 0),
-                f"blur_sigma must be > 0, got {blur_sigma!r}")
-        return
-    rgb = np.asarray(fill, dtype=np.float64) if isinstance(fill, (int, float, tuple, list)) else np.asarray([-1.0])
-    require(rgb.shape in ((), (3,)) and bool(((rgb >= 0) & (rgb <= 255)).all()),
-            f"fill must be 'mean', 'blur', a grey level or an RGB triple in 0..255, got {fill!r}")
-
-
-def fill_tensor(ctx: ExplainContext, fill: Fill = "mean", blur_sigma: float = 8.0) -> torch.Tensor:
-    """What hidden pixels become, in the model's normalised input space.
-
-    "mean": the original image's mean colour; "blur": a Gaussian-blurred copy of the model input
-    (`blur_sigma` in model-input pixels), (1, 3, S, S); a number or RGB triple: that colour in 0..255.
-    A colour comes back as (1, 3, 1, 1), broadcast against images.
-    """
-    check_fill(fill, blur_sigma)
-    x = ctx.image_tensor
-    if fill == "blur":
-        radius = min(math.ceil(3 * blur_sigma), (min(x.shape[-2:]) - 1) // 2)
-        return TF.gaussian_blur(x, [2 * radius + 1] * 2, [blur_sigma] * 2)
-    if fill == "mean":
-        rgb = ctx.image.reshape(-1, 3).astype(np.float64).mean(0)
-    else:
-        rgb = np.broadcast_to(np.asarray(fill, dtype=np.float64), (3,))
-    normalised = ctx.model.preprocessing.normalize_colour(rgb.tolist())
-    return torch.as_tensor(normalised, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-
-
-def score_masked(ctx: ExplainContext, keep_batches: Iterable[torch.Tensor], background: torch.Tensor) -> torch.Tensor:
-    """(P, T) word scores of the images `image where keep else background`, one batched pass per
-    (B, S, S) bool batch of `keep_batches`; each image is composed on the model's device."""
-    x = ctx.image_tensor
-    return torch.cat([batched_word_scores(ctx.model, torch.where(keep[:, None], x, background), ctx.captions,
-                                          ctx.score, batch_size=len(keep)) for keep in keep_batches])
 
 
 def sample_masks(num_samples: int, num_segments: int, seed: int = 0) -> np.ndarray:
@@ -223,10 +181,24 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+QUICK_SAMPLES = 300  # perturbed images per caption in runs over many images (the evaluation, the demo)
+
+
+def _r2(maps: MethodMaps) -> np.ndarray:
+    return np.asarray(maps.extras["r2"], np.float64)
+
+
 @register_method("lime", label="LIME", order=3, signed=True, settings=LimeSettings,
-                 summary="superpixels hidden at random, one ridge fit for all words; N forward passes for all")
-def lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
-    """Per-word LIME maps: each pixel gets its superpixel's signed ridge weight for the word."""
+                 summary="superpixels hidden at random, one ridge fit for all words; N forward passes for all",
+                 quick_settings=lambda input_size: {"num_samples": QUICK_SAMPLES},
+                 statistics={"lime_r2": _r2},
+                 cli_options=(CliOption("--lime-samples", "num_samples", "Perturbed images per LIME run."),))
+def lime(contexts: Sequence[ExplainContext], settings: LimeSettings) -> list[MethodMaps]:
+    """Per-word LIME maps of each image: each pixel gets its superpixel's signed ridge weight for the word."""
+    return [_lime(ctx, settings) for ctx in contexts]
+
+
+def _lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
     s = settings
     batch_size = auto_batch_size(ctx.image_tensor) if s.batch_size is None else s.batch_size
     seg_kwargs = {**SEGMENTATION_DEFAULTS[s.segmentation], **s.segmentation_kwargs}
@@ -239,9 +211,8 @@ def lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
     keep = _keep_batches(torch.as_tensor(masks, dtype=torch.bool, device=device), pixel_segments, batch_size)
     scores = score_masked(ctx, keep, fill_tensor(ctx, s.fill, s.blur_sigma)).double().cpu().numpy()
     weights, intercepts, r2 = fit_lime(masks, scores, s.kernel_width, s.alpha)
-    recorded = {**s.to_dict(), "batch_size": batch_size, "segmentation_kwargs": seg_kwargs, "score": ctx.score}
-    weights = weights.astype(np.float32)
-    extras = {"segments": segments.astype(np.int32), "weights": weights,
-              "intercepts": intercepts.astype(np.float32), "r2": r2.astype(np.float32),
+    extras = {"intercepts": intercepts.astype(np.float32), "r2": r2.astype(np.float32),
               "num_forward_passes": np.asarray(len(scores))}
-    return MethodMaps(raw=weights, drawing=Drawing("segments", ctx.image_hw), settings=recorded, extras=extras)
+    return MethodMaps(method="lime", raw=weights.astype(np.float32),
+                      drawing=Drawing("segments", ctx.image_hw, segments=segments.astype(np.int32)),
+                      settings=replace(s, batch_size=batch_size, segmentation_kwargs=seg_kwargs), extras=extras)

@@ -8,15 +8,15 @@ steps, the last patch clipped at the far edge, so every pixel is covered.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from captionlens.explain.context import ExplainContext
-from captionlens.explain.lime import Fill, check_fill, fill_tensor, score_masked
 from captionlens.explain.maps import Drawing
+from captionlens.explain.perturbation import Fill, check_fill, fill_tensor, score_masked
 from captionlens.explain.registry import MethodSettings, register_method, require
 from captionlens.explain.result import MethodMaps
 from captionlens.explain.scoring import auto_batch_size, batched_word_scores
@@ -66,11 +66,20 @@ class OcclusionSettings(MethodSettings):
         return replace(self, window=window, stride=stride)
 
 
+def quick(input_size: int) -> dict[str, int]:
+    """Patches of a quarter of the input at an eighth's stride (49 patches): for runs over many images."""
+    return {"window": max(1, input_size // 4), "stride": max(1, input_size // 8)}
+
+
 @register_method("occlusion", label="occlusion", order=4, signed=True, settings=OcclusionSettings,
-                 summary="score drop under a sliding patch; P + 1 forward passes for all words")
-def occlusion(ctx: ExplainContext, settings: OcclusionSettings) -> MethodMaps:
-    """Per-word occlusion maps. raw is (T, S, S) at model resolution, maps its bilinear upsampling to the
-    original image."""
+                 summary="score drop under a sliding patch; P + 1 forward passes for all words", quick_settings=quick)
+def occlusion(contexts: Sequence[ExplainContext], settings: OcclusionSettings) -> list[MethodMaps]:
+    """Per-word occlusion maps of each image. raw is (T, S, S) at model resolution, maps its bilinear
+    upsampling to the original image."""
+    return [_occlusion(ctx, settings) for ctx in contexts]
+
+
+def _occlusion(ctx: ExplainContext, settings: OcclusionSettings) -> MethodMaps:
     height, width = ctx.image_tensor.shape[-2:]
     window, stride = settings.window, settings.stride
     assert window is not None and stride is not None  # for_input filled them
@@ -87,6 +96,6 @@ def occlusion(ctx: ExplainContext, settings: OcclusionSettings) -> MethodMaps:
     total = torch.einsum("pt,ph,pw->thw", drop, rows_f, cols_f)
     count = torch.einsum("ph,pw->hw", rows_f, cols_f)
     raw = (total / count).float().cpu()
-    recorded = {**settings.to_dict(), "batch_size": batch_size, "score": ctx.score}
-    return MethodMaps(raw=raw.numpy(), drawing=Drawing("upsample", ctx.image_hw, height), settings=recorded,
+    return MethodMaps(method="occlusion", raw=raw.numpy(), drawing=Drawing("upsample", ctx.image_hw, height),
+                      settings=replace(settings, batch_size=batch_size),
                       extras={"num_forward_passes": np.asarray(len(occluded) + 1)})

@@ -1,14 +1,16 @@
 """`CaptionExplanation`: the one result every explanation method fills in, saved as .npz + .json.
 
-Storage (format 2): the image once, losslessly: the bytes of the file it was read from when that is a
+Storage (format 3): the image once, losslessly: the bytes of the file it was read from when that is a
 JPEG, PNG or WebP that decodes to exactly the explained pixels (checked when saving; another build of
 the same decoder may differ from them by a unit in a few pixels of a JPEG), else as PNG. Per method its
-raw maps and how they are drawn, never the full-resolution maps (they are redrawn on load, behind the
-same API). Raw maps are kept in float16 after dividing each word's map by its largest |value| (the
-scale is kept in float32), so a value is off by at most 2^-11 of its map's largest |value| (float16's
-half-unit in the last place) wherever it lands, and so is every drawn pixel, a convex combination of
-raw values: one 4,096th of a map's range where a figure shows 256 colours. Files of format 1
-(full-resolution float32 maps) load.
+raw maps, its settings and how its maps are drawn (with the drawing's arrays: centres, region labels),
+never the full-resolution maps (they are redrawn on load, behind the same API). Raw maps are kept in
+float16 after dividing each word's map by its largest |value| (the scale is kept in float32), so a value
+is off by at most 2^-11 of its map's largest |value| (float16's half-unit in the last place) wherever it
+lands, and so is every drawn pixel, a convex combination of raw values: one 4,096th of a map's range
+where a figure shows 256 colours. Files of formats 1 (full-resolution float32 maps) and 2 (settings as
+free dicts, LIME's labels among its extras) load.
+This module is the only reader and writer of explanation.json / .npz.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from PIL import Image
 from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, decode_image
 from captionlens.explain.maps import Drawing
+from captionlens.explain.registry import MethodSettings, settings_from_json
+from captionlens.explain.suspect import SuspectFlag, SuspectRule
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: settings as the method's settings, drawings keep their own arrays; 1 and 2 load
 
 
 class MethodMaps:
@@ -35,28 +39,65 @@ class MethodMaps:
     weights for LIME, (T, S, S) at the model input for occlusion) and `drawing` how it becomes `maps`,
     (T, H, W) float32 at the original image's resolution, drawn when first read (or given as they
     are). Values are the method's own units, not normalised: Grad-CAM/attention are >= 0, LIME and
-    occlusion are signed. `extras` holds method-specific arrays (LIME: `segments` (H, W), `weights`
-    (T, S), `r2` (T,); attention: `alphas`) and `settings` the arguments the method ran with.
+    occlusion are signed. `settings` are the method's settings as it ran (its settings dataclass, with
+    what it chose itself filled in, e.g. a batch size), `extras` method-specific arrays (LIME: `r2`
+    (T,), `intercepts`; attention: `alphas`), `gradient_route` which route computed a gradient
+    method's gradients (`explain.gradients`).
     """
 
-    def __init__(self, raw: np.ndarray, maps: np.ndarray | None = None, drawing: Drawing | None = None,
-                 settings: dict[str, Any] | None = None, seconds: float = 0.0,
-                 extras: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, *, method: str, raw: np.ndarray, settings: MethodSettings, maps: np.ndarray | None = None,
+                 drawing: Drawing | None = None, seconds: float = 0.0, extras: dict[str, np.ndarray] | None = None,
+                 gradient_route: str | None = None) -> None:
         if maps is None and drawing is None:
             raise ValueError("MethodMaps needs its maps or the drawing that makes them from the raw maps")
+        self.method = method
         self.raw = raw
         self.drawing = drawing
-        self.settings = settings or {}
+        self.settings = settings
         self.seconds = seconds
         self.extras = extras or {}
+        self.gradient_route = gradient_route
         self._maps = maps
 
     @property
     def maps(self) -> np.ndarray:
         if self._maps is None:
             assert self.drawing is not None
-            self._maps = self.drawing.render(self.raw, self.extras)
+            self._maps = self.drawing.render(self.raw)
         return self._maps
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Where the explained caption came from and what was explained: `source` "generated" (the model's own
+    caption, with its `beam_size` and `max_length`) or "given" (teacher-forced); the `score` of each word
+    and the `target_layer` the gradient methods differentiate at."""
+
+    source: str = "generated"
+    score: str = "log_prob"
+    target_layer: str | None = None
+    beam_size: int | None = None
+    max_length: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"beam_size": self.beam_size, "max_length": self.max_length} if self.source == "generated" else {}
+        return {**data, "source": self.source, "score": self.score, "target_layer": self.target_layer}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decoding:
+        return cls(source=data.get("source", "generated"), score=data.get("score", "log_prob"),
+                   target_layer=data.get("target_layer"), beam_size=data.get("beam_size"),
+                   max_length=data.get("max_length"))
+
+
+@dataclass(frozen=True)
+class ExplanationHeader:
+    """What explanation.json says of an explanation without its arrays: enough to find and list it."""
+
+    image_path: str | None
+    caption: str
+    tokens: tuple[str, ...]
+    methods: tuple[str, ...]
 
 
 @dataclass
@@ -68,16 +109,20 @@ class CaptionExplanation:
     token_ids: list[int]
     log_probs: np.ndarray             # (T,) log p(word_t | image, words_<t)
     methods: dict[str, MethodMaps] = field(default_factory=dict)
-    source: str = "generated"         # "generated" (the model's own caption) or "given" (teacher-forced)
-    decoding: dict[str, Any] = field(default_factory=dict)
+    decoding: Decoding = field(default_factory=Decoding)
     image_path: str | None = None
-    suspect: list[dict[str, Any]] | None = None      # per word {"suspect", "value"} under `suspect_rule`
-    suspect_rule: dict[str, Any] | None = None       # the `explain.statistics.SuspectRule` that set them
+    suspect: list[SuspectFlag] | None = None         # per word, under `suspect_rule`
+    suspect_rule: SuspectRule | None = None          # the rule that set them (`explain.statistics.flag_words`)
     image_file: bytes | None = field(default=None, repr=False)  # the file `image` was decoded from, if kept
 
     @property
     def caption(self) -> str:
         return " ".join(self.tokens)
+
+    @property
+    def source(self) -> str:
+        """"generated" (the model's own caption) or "given" (teacher-forced)."""
+        return self.decoding.source
 
     def __getitem__(self, method: str) -> MethodMaps:
         try:
@@ -91,21 +136,25 @@ class CaptionExplanation:
         arrays: dict[str, Any] = dict([self._stored_image()], log_probs=np.asarray(self.log_probs, np.float32),
                                       token_ids=np.asarray(self.token_ids, np.int64))
         meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "caption": self.caption,
-                                "tokens": self.tokens, "source": self.source, "decoding": self.decoding,
+                                "tokens": self.tokens, "source": self.source, "decoding": self.decoding.to_json(),
                                 "image_path": self.image_path,
                                 "log_probs": [float(x) for x in self.log_probs], "methods": {},
-                                "suspect": self.suspect, "suspect_rule": self.suspect_rule}
+                                "suspect": None if self.suspect is None else [f.to_json() for f in self.suspect],
+                                "suspect_rule": None if self.suspect_rule is None else self.suspect_rule.to_json()}
         for name, result in self.methods.items():
             arrays[f"{name}/raw"], arrays[f"{name}/raw_scale"] = _half(result.raw)
-            info: dict[str, Any] = {"settings": result.settings, "seconds": result.seconds,
+            info: dict[str, Any] = {"method": result.method, "settings": result.settings.to_json(),
+                                    "seconds": result.seconds, "gradient_route": result.gradient_route,
                                     "extras": sorted(result.extras)}
             if result.drawing is None:                     # maps given as they are: keep them
                 arrays[f"{name}/maps"], arrays[f"{name}/maps_scale"] = _half(result.maps)
             else:
                 info["drawing"] = result.drawing.to_json()
-                for axis in ("rows", "cols"):
-                    if getattr(result.drawing, axis) is not None:
-                        arrays[f"{name}/drawing/{axis}"] = np.asarray(getattr(result.drawing, axis), np.float32)
+                for key in Drawing.ARRAYS:
+                    value = getattr(result.drawing, key)
+                    if value is not None:
+                        arrays[f"{name}/drawing/{key}"] = (_compact(np.asarray(value)) if key == "segments"
+                                                           else np.asarray(value, np.float32))
             for key, value in result.extras.items():
                 arrays[f"{name}/extras/{key}"] = _compact(np.asarray(value))
             meta["methods"][name] = info
@@ -113,7 +162,7 @@ class CaptionExplanation:
         with atomic_path(npz_path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
+            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return npz_path, json_path
 
     def _stored_image(self) -> tuple[str, np.ndarray]:
@@ -129,15 +178,15 @@ class CaptionExplanation:
 
     @classmethod
     def load(cls, stem: str | Path) -> CaptionExplanation:
-        """An explanation `save` wrote (format 1 or 2); maps are redrawn from the raw maps when first read."""
+        """An explanation `save` wrote (format 1, 2 or 3); maps are redrawn from the raw maps when first read."""
         stem = Path(stem)
-        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        meta = _read_meta(stem)
+        npz_path = stem.with_suffix(".npz")
         try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
             arrays = np.load(npz_path, allow_pickle=False)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"explanation file not found: {exc.filename}") from None
-        except (json.JSONDecodeError, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:
             raise ValueError(f"{stem}: unreadable explanation ({exc})") from None
         with arrays:
             methods = {name: _method(arrays, name, info) for name, info in meta["methods"].items()}
@@ -145,25 +194,53 @@ class CaptionExplanation:
             encoded = image_file if image_file is not None else (
                 arrays["image_png"].tobytes() if "image_png" in arrays else None)
             image = np.asarray(decode_image(encoded, npz_path)) if encoded is not None else arrays["image"]
+            decoding = Decoding.from_json({"source": meta.get("source", "generated"), **meta.get("decoding", {})})
             return cls(image=image, image_file=image_file, tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
-                       methods=methods, source=meta["source"], decoding=meta["decoding"],
-                       image_path=meta.get("image_path"), suspect=meta.get("suspect"),
-                       suspect_rule=meta.get("suspect_rule"))
+                       methods=methods, decoding=decoding, image_path=meta.get("image_path"),
+                       suspect=None if meta.get("suspect") is None else [SuspectFlag.from_json(f)
+                                                                          for f in meta["suspect"]],
+                       suspect_rule=None if meta.get("suspect_rule") is None else SuspectRule.from_json(
+                           meta["suspect_rule"]))
+
+    @staticmethod
+    def read_header(stem: str | Path) -> ExplanationHeader:
+        """`<stem>.json`'s caption, words, methods and source image, without reading the arrays."""
+        meta = _read_meta(Path(stem))
+        return ExplanationHeader(meta.get("image_path"), meta.get("caption", ""), tuple(meta.get("tokens", ())),
+                                 tuple(meta.get("methods", {})))
+
+
+def _read_meta(stem: Path) -> dict[str, Any]:
+    json_path = stem.with_suffix(".json")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"explanation file not found: {exc.filename}") from None
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{json_path}: unreadable explanation ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("methods"), dict):
+        raise ValueError(f"{json_path}: not an explanation file (no 'methods')")
+    return meta
 
 
 def _method(arrays: Any, name: str, info: dict[str, Any]) -> MethodMaps:
     extras = {k: arrays[f"{name}/extras/{k}"] for k in info["extras"]}
     raw = _full(arrays, f"{name}/raw")
-    common = {"settings": info["settings"], "seconds": info["seconds"], "extras": extras}
+    recorded = dict(info["settings"])
+    common = {"method": info.get("method", recorded.get("method", name)), "seconds": info["seconds"],
+              "settings": settings_from_json(name, recorded),
+              "gradient_route": info.get("gradient_route", recorded.get("gradient_route"))}
     if "drawing" not in info:                             # format 1, or maps given as they were
-        return MethodMaps(raw=raw, maps=_full(arrays, f"{name}/maps"), **common)
+        return MethodMaps(raw=raw, maps=_full(arrays, f"{name}/maps"), extras=extras, **common)
     spec = info["drawing"]
-    centres = {axis: arrays[f"{name}/drawing/{axis}"].astype(np.float64) for axis in ("rows", "cols")
-               if f"{name}/drawing/{axis}" in arrays}
-    drawing = Drawing(spec["kind"], tuple(spec["image_hw"]), int(spec["input_size"]), centres.get("rows"),
-                      centres.get("cols"), float(spec["sigma"]))
-    return MethodMaps(raw=raw, drawing=drawing, **common)
+    drawn = {key: arrays[f"{name}/drawing/{key}"] for key in Drawing.ARRAYS if f"{name}/drawing/{key}" in arrays}
+    if spec["kind"] == "segments" and "segments" not in drawn:     # format 2 kept LIME's labels as an extra
+        drawn["segments"] = extras.pop("segments")
+    centres: dict[str, np.ndarray] = {key: np.asarray(drawn[key], np.float64) for key in ("rows", "cols")
+                                      if key in drawn}
+    drawing = Drawing.from_json(spec, {**drawn, **centres})
+    return MethodMaps(raw=raw, drawing=drawing, extras=extras, **common)
 
 
 def _half(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,13 +276,3 @@ def _png(image: np.ndarray) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG", compress_level=1)
     return np.frombuffer(buffer.getvalue(), np.uint8)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)

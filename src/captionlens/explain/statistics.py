@@ -1,24 +1,19 @@
-"""Per-word statistics of an explanation that need no ground truth, and the rule that flags suspect words.
+"""Per-word statistics of an explanation that need no ground truth, and the flags a `SuspectRule` sets.
 
 For each word of a caption and a method: `entropy` of the map's positive part as a distribution over
 pixels, divided by log(number of pixels) (0: all mass on one pixel, 1: spread evenly), `peak` (the
-map's largest value, in the method's units), `log_prob` (the word's own, method-independent), and for
-LIME its fit `lime_r2`. `evaluate.hallucination` measures how well each separates words that no object
-supports from supported ones and picks a `SuspectRule`; `explain(..., suspect_rule=...)` applies it.
+map's largest value, in the method's units), `log_prob` (the word's own, method-independent), and each
+statistic the method's registry entry adds (LIME: its fit, `lime_r2`). `evaluate.hallucination`
+measures how well each separates words that no object supports from supported ones and picks a
+`SuspectRule`; `explain(..., suspect_rule=...)` applies it with `flag_words`.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from captionlens.data.records import read_json
+from captionlens.explain.registry import METHODS
 from captionlens.explain.result import CaptionExplanation
-
-STATISTICS = ("entropy", "peak", "log_prob", "lime_r2")
+from captionlens.explain.suspect import SuspectFlag, SuspectRule
 
 
 def map_entropy(maps: np.ndarray) -> np.ndarray:
@@ -32,69 +27,24 @@ def map_entropy(maps: np.ndarray) -> np.ndarray:
 
 
 def word_statistics(expl: CaptionExplanation, method: str) -> dict[str, np.ndarray]:
-    """Each statistic of `STATISTICS` that applies to `method` (lime_r2 to LIME only), (T,) per word."""
-    maps = expl[method].maps
+    """Every statistic that applies to `method`'s maps of `expl`, (T,) per word, by name."""
+    result = expl[method]
+    maps = result.maps
     stats = {"entropy": map_entropy(maps), "peak": np.asarray(maps, np.float64).reshape(len(maps), -1).max(1),
              "log_prob": np.asarray(expl.log_probs, np.float64)}
-    if "r2" in expl[method].extras:
-        stats["lime_r2"] = np.asarray(expl[method].extras["r2"], np.float64)
+    if method in METHODS:
+        stats.update({name: np.asarray(read(result), np.float64) for name, read in METHODS[method].statistics.items()})
     return stats
 
 
-@dataclass(frozen=True)
-class SuspectRule:
-    """Flag a word when `method`'s `statistic` is at or `direction` ("below" or "above") `threshold`
-    (`method` None: a method-independent statistic, the log-prob)."""
+def rule_values(rule: SuspectRule, expl: CaptionExplanation) -> np.ndarray:
+    """(T,) the statistic `rule` reads, for each word of `expl`."""
+    if rule.method is None:
+        return np.asarray(expl.log_probs, np.float64)
+    return word_statistics(expl, rule.method)[rule.statistic]
 
-    statistic: str
-    direction: str
-    threshold: float
-    method: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.statistic not in STATISTICS:
-            raise ValueError(f"unknown statistic {self.statistic!r}; choose one of {', '.join(STATISTICS)}")
-        if self.direction not in ("below", "above"):
-            raise ValueError(f"direction must be 'below' or 'above', got {self.direction!r}")
-        if self.method is None and self.statistic != "log_prob":
-            raise ValueError(f"statistic {self.statistic!r} is a method's: name the method")
-
-    def values(self, expl: CaptionExplanation) -> np.ndarray:
-        if self.method is None:
-            return np.asarray(expl.log_probs, np.float64)
-        return word_statistics(expl, self.method)[self.statistic]
-
-    def flagged(self, values: np.ndarray) -> np.ndarray:
-        """Which of the statistic's `values` the rule flags."""
-        return values <= self.threshold if self.direction == "below" else values >= self.threshold
-
-    def flags(self, expl: CaptionExplanation) -> list[dict[str, Any]]:
-        """Per word: {"suspect", "value"} (the statistic the rule reads)."""
-        values = self.values(expl)
-        return [{"suspect": bool(h), "value": round(float(v), 4)} for h, v in zip(self.flagged(values), values)]
-
-    def describe(self) -> str:
-        source = f"{self.method} {self.statistic}" if self.method else self.statistic
-        return f"{source} {self.direction} {self.threshold:.4g}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SuspectRule:
-        return cls(statistic=data["statistic"], direction=data["direction"], threshold=float(data["threshold"]),
-                   method=data.get("method"))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SuspectRule:
-        """The rule in a JSON file: an explanation evaluation's (its "hallucination" section) or a rule's own."""
-        path = Path(path)
-        data = read_json(path)
-        if isinstance(data, dict) and "hallucination" in data:
-            data = data["hallucination"].get("rule")
-            if data is None:
-                raise ValueError(f"{path}: the evaluation chose no suspect rule (too few unsupported words)")
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: not a suspect rule ({exc})") from None
+def flag_words(rule: SuspectRule, expl: CaptionExplanation) -> list[SuspectFlag]:
+    """Per word of `expl`: flagged or not by `rule`, and the value it read."""
+    values = rule_values(rule, expl)
+    return [SuspectFlag(bool(h), round(float(v), 4)) for h, v in zip(rule.flagged(values), values)]

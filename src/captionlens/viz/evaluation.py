@@ -4,16 +4,15 @@ HTML section for the report."""
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from matplotlib.figure import Figure
 
 from captionlens.atomic import atomic_path
-from captionlens.evaluate.explanations import ExplanationEvaluation
+from captionlens.evaluate.result import ExplanationEvaluation, HallucinationMeasures, MethodMeasures
+from captionlens.evaluate.stats import Rate
 from captionlens.explain.registry import method_label
 from captionlens.viz.figures import save_figure
 from captionlens.viz.report import write_report
@@ -22,70 +21,73 @@ TABLE_COLUMNS = (("pointing game", "pointing_game"), ("relevance mass", "relevan
                  ("rank accuracy", "relevance_rank"), ("mask AUC", "mask_auc"),
                  ("deletion AUC", "deletion_auc"), ("insertion AUC", "insertion_auc"),
                  ("word disappears", "disappearance_rate"), ("peak offset x", "peak_offset_x"))
+BASELINES = (("random", "random map / order"), ("centre", "centre-bias map"))
 
 
-def _cell(method: dict[str, Any], key: str) -> str:
-    value = method.get(key)
-    if value is None or value != value:
+def _rate(measures: MethodMeasures, name: str) -> Rate | None:
+    """The rate `name` of `measures` (a `MethodMeasures` field), or None when there is no such rate."""
+    rate = getattr(measures, name, None)
+    return rate if isinstance(rate, Rate) else None
+
+
+def _cell(rate: Rate | None) -> str:
+    if rate is None or rate.value is None:
         return "–"
-    low, high = method.get("intervals", {}).get(key, [None, None])
-    if low is None or low != low:
-        return f"{value:.2f}"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    if rate.low is None or rate.high is None:
+        return f"{rate.value:.2f}"
+    return f"{rate.value:.2f} [{rate.low:.2f}, {rate.high:.2f}]"
 
 
-def table_rows(evaluation: dict[str, Any]) -> list[list[str]]:
+def table_rows(evaluation: ExplanationEvaluation) -> list[list[str]]:
     """Header row, then one row per method and one per baseline (random map / order, centre map)."""
-    methods = evaluation["methods"]
     rows = [["method", *(label for label, _ in TABLE_COLUMNS)]]
-    for name, method in methods.items():
-        rows.append([method_label(name), *(_cell(method, key) for _, key in TABLE_COLUMNS)])
-    first = next(iter(methods.values()))
-    for base, label in (("random", "random map / order"), ("centre", "centre-bias map")):
-        rows.append([label, *(_cell(first, f"{key}_{base}") if f"{key}_{base}" in first else "–"
-                              for _, key in TABLE_COLUMNS)])
+    for name, measures in evaluation.methods.items():
+        rows.append([method_label(name), *(_cell(_rate(measures, key)) for _, key in TABLE_COLUMNS)])
+    first = next(iter(evaluation.methods.values()))
+    for base, label in BASELINES:
+        rows.append([label, *(_cell(_rate(first, f"{key}_{base}")) for _, key in TABLE_COLUMNS)])
     return rows
 
 
-def markdown(evaluation: dict[str, Any]) -> str:
+def markdown(evaluation: ExplanationEvaluation) -> str:
     """Tables for the README or a run folder: per-method rates, sanity verdicts, hallucination AUCs, insights."""
-    data = evaluation["dataset"]
-    lines = [f"{data['images']} images, {data['words_scored']} words ({data['words_grounded']} with a referent); "
+    data = evaluation.dataset
+    lines = [f"{data.images} images, {data.words_scored} words ({data.words_grounded} with a referent); "
              "rates with 95% bootstrap intervals over words", ""]
-    rows = table_rows(evaluation)
-    lines += _md_table(rows)
+    lines += _md_table(table_rows(evaluation))
     lines += ["", "| method | sanity verdict | rank correlation after each randomisation step |", "|---|---|---|"]
-    for name, method in evaluation["methods"].items():
-        sanity = method.get("sanity", {})
-        curve = ", ".join(f"{step['randomised']}: {_num(step['spearman'])}" for step in sanity.get("layers", []))
-        lines.append(f"| {method_label(name)} | {sanity.get('verdict', '–')} | {curve} |")
-    if sanity_rule := next(iter(evaluation["methods"].values())).get("sanity", {}).get("rule"):
-        lines += ["", f"Sanity rule: a method {sanity_rule}."]
-    hallucination = evaluation.get("hallucination")
-    if hallucination:
+    rule = None
+    for name, measures in evaluation.methods.items():
+        sanity = measures.sanity
+        curve = ", ".join(f"{step.randomised}: {_num(step.spearman)}" for step in sanity.layers) if sanity else ""
+        lines.append(f"| {method_label(name)} | {sanity.verdict if sanity else '–'} | {curve} |")
+        rule = rule or (sanity.rule if sanity else None)
+    if rule:
+        lines += ["", f"Sanity rule: a method {rule}."]
+    hallucination = evaluation.hallucination
+    if hallucination is not None:
         lines += ["", hallucination_sentence(hallucination), ""]
-        stats = sorted({s for table in hallucination["auc"].values() for s in table})
+        stats = sorted({s for table in hallucination.auc.values() for s in table})
         lines += _md_table([["method", *stats]] + [[method_label(m), *(_num(table.get(s)) for s in stats)]
-                                                    for m, table in hallucination["auc"].items()])
-    if evaluation.get("insights"):
-        lines += [""] + [f"- **{i['claim']}.** {i['finding']}" for i in evaluation["insights"]]
+                                                    for m, table in hallucination.auc.items()])
+    if evaluation.insights:
+        lines += [""] + [f"- **{i.claim}.** {i.finding}" for i in evaluation.insights]
     return "\n".join(lines) + "\n"
 
 
-def hallucination_sentence(report: dict[str, Any]) -> str:
-    rule = report.get("rule")
-    sentence = (f"Hallucination: {report['unsupported']} of {report['words']} generated content words are supported "
-                f"by no object; the word's log-prob alone separates them with ROC AUC {_num(report['log_prob_auc'])}.")
-    if rule:
-        held = report["held_out"]
-        sentence += (f" Suspect-word rule (chosen on even images): {rule['describe']}; on the other images it flags "
-                     f"{_num(held['true_positive_rate'])} of unsupported and {_num(held['false_positive_rate'])} "
-                     f"of supported words (AUC {_num(held['auc'])}).")
+def hallucination_sentence(measures: HallucinationMeasures) -> str:
+    sentence = (f"Hallucination: {measures.unsupported} of {measures.words} generated content words are supported "
+                f"by no object; the word's log-prob alone separates them with ROC AUC {_num(measures.log_prob_auc)}.")
+    if measures.rule is not None and measures.held_out is not None:
+        held = measures.held_out
+        sentence += (f" Suspect-word rule (chosen on even images): {measures.rule.rule.describe()}; on the other "
+                     f"images it flags {_num(held.true_positive_rate)} of unsupported and "
+                     f"{_num(held.false_positive_rate)} of supported words (AUC {_num(held.auc)}).")
     return sentence
 
 
-def _num(value: Any) -> str:
-    return "–" if value is None or value != value else f"{float(value):.2f}"
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{float(value):.2f}"
 
 
 def _md_table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -93,13 +95,14 @@ def _md_table(rows: Sequence[Sequence[str]]) -> list[str]:
         ["| " + " | ".join(row) + " |" for row in rows[1:]]
 
 
-def curves_figure(evaluation: dict[str, Any]) -> Figure:
+def curves_figure(evaluation: ExplanationEvaluation) -> Figure:
     """Mean deletion and insertion curves (the word's log-prob) per method and for a random order."""
-    curves = evaluation["curves"]
+    curves = evaluation.curves
     fig = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
-    for ax, kind in zip(fig.subplots(1, 2), ("deletion", "insertion")):
-        for name, values in curves[kind].items():
-            ax.plot(curves["fraction"], values, label="random order" if name == "random" else method_label(name),
+    for ax, kind, means in zip(fig.subplots(1, 2), ("deletion", "insertion"), (curves.deletion, curves.insertion)):
+        for name, values in means.items():
+            ax.plot(curves.fraction, [float("nan") if v is None else v for v in values],
+                    label="random order" if name == "random" else method_label(name),
                     linestyle="--" if name == "random" else "-", color="grey" if name == "random" else None)
         ax.set(title=f"{kind}: most salient pixels first", xlabel=f"fraction of pixels {kind.rstrip('ion')}ed",
                ylabel="mean log p(word)")
@@ -107,15 +110,16 @@ def curves_figure(evaluation: dict[str, Any]) -> Figure:
     return fig
 
 
-def sanity_figure(evaluation: dict[str, Any]) -> Figure:
+def sanity_figure(evaluation: ExplanationEvaluation) -> Figure:
     """Rank correlation with the trained model's maps as the model is randomised from the top down."""
     fig = Figure(figsize=(6, 3.6), dpi=100, layout="constrained")
     ax = fig.subplots()
     labels: list[str] = []
-    for name, method in evaluation["methods"].items():
-        layers = method.get("sanity", {}).get("layers", [])
-        labels = [step["randomised"] for step in layers]
-        ax.plot(range(len(layers)), [step["spearman"] for step in layers], marker="o", label=method_label(name))
+    for name, measures in evaluation.methods.items():
+        layers = measures.sanity.layers if measures.sanity else ()
+        labels = [step.randomised for step in layers]
+        ax.plot(range(len(layers)), [float("nan") if step.spearman is None else step.spearman for step in layers],
+                marker="o", label=method_label(name))
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="Spearman vs trained maps", title="cascading randomisation (cumulative, top first)",
            ylim=(-0.2, 1.05))
@@ -123,7 +127,7 @@ def sanity_figure(evaluation: dict[str, Any]) -> Figure:
     return fig
 
 
-def html_section(evaluation: dict[str, Any], figures: Sequence[str]) -> str:
+def html_section(evaluation: ExplanationEvaluation, figures: Sequence[str]) -> str:
     """The report's evaluation section: the table, the figures (paths relative to the page), the sentences."""
     rows = table_rows(evaluation)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
@@ -131,42 +135,32 @@ def html_section(evaluation: dict[str, Any], figures: Sequence[str]) -> str:
     parts = ["<section class=\"evaluation\"><h2>Can these maps be trusted?</h2>",
              f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
     parts += [f"<img src=\"{html.escape(src)}\" alt=\"evaluation figure\">" for src in figures]
-    if evaluation.get("hallucination"):
-        parts.append(f"<p>{html.escape(hallucination_sentence(evaluation['hallucination']))}</p>")
-    if evaluation.get("insights"):
-        items = "".join(f"<li><b>{html.escape(i['claim'])}.</b> {html.escape(i['finding'])}</li>"
-                        for i in evaluation["insights"])
+    if evaluation.hallucination is not None:
+        parts.append(f"<p>{html.escape(hallucination_sentence(evaluation.hallucination))}</p>")
+    if evaluation.insights:
+        items = "".join(f"<li><b>{html.escape(i.claim)}.</b> {html.escape(i.finding)}</li>"
+                        for i in evaluation.insights)
         parts.append(f"<ul>{items}</ul>")
     return "".join(parts) + "</section>"
 
 
 def save_evaluation(evaluation: ExplanationEvaluation, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """`write_evaluation` of its summary, and index.html: the report of the explained images with the
-    evaluation as its last section."""
-    files = write_evaluation(evaluation.summary, out_dir)
+    """`write_evaluation`, and index.html: the report of the explained images with the evaluation as its
+    last section."""
+    files = write_evaluation(evaluation, out_dir)
     figures = [files["curves"].name, files["sanity"].name]
     files["report"] = write_report(evaluation.explanations, out_dir, title="captionlens: explanation evaluation",
-                                   appendix=html_section(evaluation.summary, figures))
+                                   appendix=html_section(evaluation, figures))
     return files
 
 
-def write_evaluation(evaluation: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+def write_evaluation(evaluation: ExplanationEvaluation, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """evaluation.json, evaluation.md, deletion-insertion.png and sanity.png in `out_dir`, each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "evaluation.json", "markdown": out / "evaluation.md"}
-    with atomic_path(files["json"]) as tmp:
-        tmp.write_text(json.dumps(evaluation, indent=2, default=_jsonable), encoding="utf-8")
+    files = {"json": evaluation.save(out / "evaluation.json"), "markdown": out / "evaluation.md"}
     with atomic_path(files["markdown"]) as tmp:
         tmp.write_text(markdown(evaluation), encoding="utf-8")
     files["curves"] = save_figure(curves_figure(evaluation), out / "deletion-insertion.png")[0]
     files["sanity"] = save_figure(sanity_figure(evaluation), out / "sanity.png")[0]
     return files
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

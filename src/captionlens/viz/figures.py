@@ -19,17 +19,10 @@ from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
 from captionlens.atomic import atomic_path
-from captionlens.explain.registry import is_signed, method_label, ordered_methods
+from captionlens.explain.maps import peak_normalize
+from captionlens.explain.registry import METHODS, is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
-from captionlens.viz.overlay import (
-    DEFAULT_CMAP,
-    SIGNED_CMAP,
-    check_image,
-    method_maps,
-    overlay,
-    peak_normalize,
-    unit_scale,
-)
+from captionlens.viz.overlay import DEFAULT_CMAP, SIGNED_CMAP, check_image, method_maps, overlay, unit_scale
 
 DPI = 120
 PANEL_INCHES = 2.0
@@ -47,15 +40,21 @@ def word_grid(expl: CaptionExplanation, method: str = "gradcam", max_cols: int =
     return _word_panels(expl, method, max_cols, alpha, sequence_style=False)
 
 
-def attention_over_time(expl: CaptionExplanation, max_cols: int = 5, alpha: float = 0.7) -> Figure:
+def attention_over_time(expl: CaptionExplanation, max_cols: int = 5, alpha: float = 0.7,
+                        method: str | None = None) -> Figure:
     """The Show-Attend-Tell figure: each word's attention over the image, in order, word written on it.
 
-    Attention is blended in proportion to its strength, so unattended regions show the photo.
+    `method` defaults to the explanation's first method that reads the decoder's attention (registry
+    entries with `needs_attention`). Attention is blended in proportion to its strength, so unattended
+    regions show the photo.
     """
-    if "attention" not in expl.methods:
-        raise ValueError(f"explanation has no 'attention' maps (it has {sorted(expl.methods)}); "
-                         "explain a Show-Attend-Tell model with methods=('attention',)")
-    return _word_panels(expl, "attention", max_cols, alpha, sequence_style=True)
+    if method is None:
+        method = next((m for m in ordered_methods(expl.methods) if m in METHODS and METHODS[m].needs_attention),
+                      None)
+        if method is None:
+            raise ValueError(f"explanation has no attention maps (it has {sorted(expl.methods)}); explain a "
+                             "model with attention with methods=('attention',)")
+    return _word_panels(expl, method, max_cols, alpha, sequence_style=True)
 
 
 def triptych(expl: CaptionExplanation, method: str, word_index: int, alpha: float = 0.45) -> Figure:
@@ -89,8 +88,8 @@ def method_comparison(expl: CaptionExplanation, methods: Sequence[str] | None = 
     row shares one 0..1 scale ("fraction of the map's peak", 0 anchored at 0 rather than at the map's
     minimum); raw units are not comparable across methods, so no cross-method raw scale is attempted.
     Signed maps (LIME, occlusion) use a diverging colormap on their own symmetric -1..1 scale
-    (value / max|value|), with a second colour bar. LIME panels also show superpixel boundaries
-    (white) and outline the word's `top_k` positive superpixels (green).
+    (value / max|value|), with a second colour bar. Maps painted on regions (LIME's superpixels) also show
+    the region boundaries (white) and outline the word's `top_k` positive regions (green).
     """
     names = ordered_methods(expl.methods if methods is None else methods)
     if not names:
@@ -112,8 +111,9 @@ def method_comparison(expl: CaptionExplanation, methods: Sequence[str] | None = 
         for col, name in enumerate(names):
             ax = axes[row, col]
             rgb = overlay(image, scaled[name][row], alpha=alpha, normalize=False, signed=signed[name])
-            if name == "lime":
-                rgb = _mark_superpixels(rgb, expl[name].extras, row, top_k)
+            drawing = expl[name].drawing
+            if drawing is not None and drawing.segments is not None:
+                rgb = _mark_regions(rgb, drawing.segments, expl[name].raw[row], top_k)
             ax.imshow(rgb)
             if row == 0:
                 ax.set_title(_text(method_label(name)), fontsize=10)
@@ -173,14 +173,11 @@ def _word_panels(expl: CaptionExplanation, method: str, max_cols: int, alpha: fl
     return fig
 
 
-def _mark_superpixels(rgb: np.ndarray, extras: dict[str, np.ndarray], word: int, top_k: int) -> np.ndarray:
-    """Lighten LIME's superpixel boundaries and outline the word's top_k positive superpixels."""
-    if "segments" not in extras or "weights" not in extras:
-        return rgb
-    segments = np.asarray(extras["segments"])
+def _mark_regions(rgb: np.ndarray, segments: np.ndarray, weights: np.ndarray, top_k: int) -> np.ndarray:
+    """Lighten the region boundaries and outline the top_k regions of positive weight (one word's)."""
+    segments = np.asarray(segments)
     if segments.shape != rgb.shape[:2]:
-        raise ValueError(f"LIME segments have shape {segments.shape}, image is {rgb.shape[:2]}")
-    weights = np.asarray(extras["weights"])[word]
+        raise ValueError(f"region labels have shape {segments.shape}, image is {rgb.shape[:2]}")
     out = rgb.astype(np.float32)
     edges = find_boundaries(segments, mode="inner")
     out[edges] = 0.5 * out[edges] + 0.5 * np.array(SEGMENT_EDGE_RGB, np.float32)

@@ -7,12 +7,9 @@ Non-negative maps (Grad-CAM, Grad-CAM++, attention) are min-max scaled to [0, 1]
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
-from PIL import Image
 
-from captionlens.explain.maps import normalize_maps
+from captionlens.explain.maps import resize_map, resize_maps, scale_maps
 from captionlens.explain.result import CaptionExplanation
 
 DEFAULT_CMAP = "jet"
@@ -36,48 +33,11 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) -> (H, W) float32 by bilinear resampling (PIL, antialiased when shrinking); no-op when equal."""
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    if heatmap.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D (h, w), got shape {heatmap.shape}")
-    if heatmap.shape == tuple(size):
-        return heatmap
-    resized = Image.fromarray(heatmap, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)
-
-
-def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A (T, h, w) stack -> (T, H, W) float32 in one call: bilinear, antialiased when shrinking (as PIL's
-    resize, which `resize_map` uses per map); no-op when equal."""
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3:
-        raise ValueError(f"maps must be a 3-D (T, h, w) stack, got shape {maps.shape}")
-    if maps.shape[1:] == tuple(size) or not len(maps):
-        return maps
-    resized = F.interpolate(torch.from_numpy(maps)[:, None], size=size, mode="bilinear", align_corners=False,
-                            antialias=True)
-    return resized[:, 0].numpy()
-
-
 def colormap_positions(maps: np.ndarray, size: tuple[int, int], signed: bool) -> np.ndarray:
     """A (T, h, w) stack -> (T, H, W) uint8 colormap positions (0..255, `unit_scale`'s) at `size`; scaled
     after resizing, so each map spans the whole colour scale at the size it is shown."""
     unit, _ = unit_scale(resize_maps(maps, size), signed)
     return np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
-
-
-def peak_normalize(maps: np.ndarray) -> np.ndarray:
-    """Divide each map of a (T, H, W) stack by its largest |value| (all-zero map -> zeros), keeping 0 at 0."""
-    maps = np.asarray(maps, dtype=np.float32)
-    peak = np.abs(maps).reshape(maps.shape[0], -1).max(1).reshape(-1, 1, 1)
-    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 1e-12)
-
-
-def scale_maps(maps: np.ndarray, signed: bool) -> np.ndarray:
-    """Per-map scaling of a (T, H, W) stack: signed maps to [-1, 1] by their peak |value|
-    (`peak_normalize`), others min-max to [0, 1] (`explain.maps.normalize_maps`)."""
-    return peak_normalize(maps) if signed else normalize_maps(maps)
 
 
 def unit_scale(maps: np.ndarray, signed: bool, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ readable when index.html is opened from file:// (images loaded from file:// woul
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -28,7 +29,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,7 @@ from PIL import Image
 from captionlens.atomic import atomic_path
 from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
-from captionlens.explain.statistics import SuspectRule
+from captionlens.explain.suspect import SuspectFlag
 from captionlens.viz.overlay import (
     DEFAULT_CMAP,
     SIGNED_CMAP,
@@ -51,6 +52,54 @@ from captionlens.viz.overlay import (
 )
 
 ASSETS = "assets"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_stem(name: str) -> str:
+    """A file-system-safe folder name from an image name: its stem, other characters as "_", at most 60."""
+    return _UNSAFE.sub("_", Path(name).stem).strip("_")[:60] or "image"
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One image on the page: its caption and what the page needs to draw it. `write_entry` makes it with
+    the image's files; the page adds where they are (`assets`, relative to index.html) and its `name`."""
+
+    stem: str                                 # unique within a page: the image's files call back with it
+    tokens: tuple[str, ...]
+    log_probs: tuple[float, ...]
+    methods: tuple[str, ...]
+    signed: tuple[str, ...]                   # the methods whose maps carry a sign
+    width: int
+    height: int
+    heat_size: tuple[int, int]                # (w, h) of each word's heatmap in heat.js
+    thumb: tuple[str, int, int]               # (file, w, h) of the gallery thumbnail
+    suspect: tuple[SuspectFlag, ...] | None = None
+    suspect_rule: str | None = None           # the rule that flagged the words, described
+    name: str = ""
+    assets: str = ""
+
+    def placed(self, name: str, assets: str) -> ReportEntry:
+        return dataclasses.replace(self, name=name, assets=assets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stem": self.stem, "tokens": list(self.tokens),
+                "suspect": None if self.suspect is None else [f.to_json() for f in self.suspect],
+                "suspect_rule": self.suspect_rule, "log_probs": list(self.log_probs), "methods": list(self.methods),
+                "signed": list(self.signed), "width": self.width, "height": self.height,
+                "heat_size": list(self.heat_size), "thumb": list(self.thumb), "name": self.name,
+                "assets": self.assets}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReportEntry:
+        thumb = data["thumb"]
+        return cls(stem=data["stem"], tokens=tuple(data["tokens"]), log_probs=tuple(data["log_probs"]),
+                   methods=tuple(data["methods"]), signed=tuple(data["signed"]), width=int(data["width"]),
+                   height=int(data["height"]), heat_size=(int(data["heat_size"][0]), int(data["heat_size"][1])),
+                   thumb=(str(thumb[0]), int(thumb[1]), int(thumb[2])),
+                   suspect=None if data.get("suspect") is None else tuple(SuspectFlag.from_json(f)
+                                                                          for f in data["suspect"]),
+                   suspect_rule=data.get("suspect_rule"), name=data.get("name", ""), assets=data.get("assets", ""))
 
 
 def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.PathLike[str],
@@ -80,7 +129,7 @@ def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.P
                 entry = write_entry(expl, build / ASSETS / stem, stem, sizes)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
-            entries.append({**entry, "name": name, "assets": f"{ASSETS}/{stem}"})
+            entries.append(entry.placed(name, f"{ASSETS}/{stem}"))
         if not entries:
             raise ValueError("write_report needs at least one explanation")
         if image_names is not None and len(image_names) != len(entries):
@@ -95,15 +144,15 @@ def write_report(explanations: Iterable[CaptionExplanation], out_dir: str | os.P
     return out_dir / "index.html"
 
 
-def write_page(entries: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str],
+def write_page(entries: Sequence[ReportEntry], out_dir: str | os.PathLike[str],
                title: str = "captionlens: what the captioner looked at", appendix: str = "") -> Path:
-    """index.html (written atomically) over `write_entry` entries, each given its "name" and "assets"
-    (its folder, relative to `out_dir`); returns its path."""
+    """index.html (written atomically) over `write_entry` entries, each `placed` (its name, and its folder
+    relative to `out_dir`); returns its path."""
     if not entries:
         raise ValueError("write_page needs at least one entry")
-    missing = [e.get("name", "?") for e in entries if not {"name", "assets", "stem"} <= set(e)]
+    missing = [e.stem for e in entries if not (e.name and e.assets)]
     if missing:
-        raise ValueError(f"report entries without name/assets/stem: {missing[:3]}")
+        raise ValueError(f"report entries not placed on the page (no name or assets): {missing[:3]}")
     out = Path(out_dir) / "index.html"
     with atomic_path(out) as tmp:
         tmp.write_text(_page(title, entries, appendix), encoding="utf-8")
@@ -126,17 +175,17 @@ class _Stems:
         self.seen: set[str] = set()
 
     def add(self, name: str) -> str:
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:60] or "image"
+        stem = safe_stem(name)
         if stem.lower() in self.seen:
             stem = f"{stem}-{len(self.seen)}"
         self.seen.add(stem.lower())
         return stem
 
 
-def write_entry(expl: CaptionExplanation, folder: Path, stem: str, sizes: Sizes = Sizes()) -> dict[str, Any]:
+def write_entry(expl: CaptionExplanation, folder: Path, stem: str, sizes: Sizes = Sizes()) -> ReportEntry:
     """Write one image's files into `folder` (created): image.jpg, thumb.jpg when the photo is larger
     than a thumbnail, heat.js (whose callback names the image by `stem`, unique within a page); return
-    its entry for the page's JSON, without the "name" and "assets" the page adds."""
+    its entry, not yet `placed` on a page."""
     image = check_image(expl.image)
     folder.mkdir(parents=True)
     photo = Image.fromarray(image)
@@ -156,20 +205,21 @@ def write_entry(expl: CaptionExplanation, folder: Path, stem: str, sizes: Sizes 
     (folder / "heat.js").write_text(f"captionlensHeat({json.dumps(stem)}, {json.dumps(sprites)});\n",
                                     encoding="utf-8")
     thumb_h, thumb_w = _fit(image.shape[:2], sizes.thumb)
-    return {"stem": stem, "tokens": list(expl.tokens), "suspect": expl.suspect,
-            "suspect_rule": SuspectRule.from_dict(expl.suspect_rule).describe() if expl.suspect_rule else None,
-            "log_probs": [round(float(x), 4) for x in expl.log_probs], "methods": methods, "signed": signed,
-            "width": int(image.shape[1]), "height": int(image.shape[0]), "heat_size": [heat_hw[1], heat_hw[0]],
-            "thumb": [thumb, thumb_w, thumb_h]}
+    return ReportEntry(stem=stem, tokens=tuple(expl.tokens),
+                       log_probs=tuple(round(float(x), 4) for x in expl.log_probs), methods=tuple(methods),
+                       signed=tuple(signed), width=int(image.shape[1]), height=int(image.shape[0]),
+                       heat_size=(heat_hw[1], heat_hw[0]), thumb=(thumb, thumb_w, thumb_h),
+                       suspect=None if expl.suspect is None else tuple(expl.suspect),
+                       suspect_rule=expl.suspect_rule.describe() if expl.suspect_rule else None)
 
 
-def _card(index: int, entry: dict[str, Any]) -> str:
+def _card(index: int, entry: ReportEntry) -> str:
     """The gallery card of an entry: its thumbnail (lazy-loaded) and caption."""
-    thumb, width, height = entry["thumb"]
-    caption = " ".join(entry["tokens"]) or "(no words)"
-    return (f'<li><button type="button" class="card" data-entry="{index}"><img src="{html.escape(entry["assets"])}/'
+    thumb, width, height = entry.thumb
+    caption = " ".join(entry.tokens) or "(no words)"
+    return (f'<li><button type="button" class="card" data-entry="{index}"><img src="{html.escape(entry.assets)}/'
             f'{thumb}" loading="lazy" decoding="async" width="{width}" height="{height}" '
-            f'alt="{html.escape(entry["name"])}"><span>{html.escape(caption)}</span></button></li>')
+            f'alt="{html.escape(entry.name)}"><span>{html.escape(caption)}</span></button></li>')
 
 
 def _fit(hw: tuple[int, int], longest: int) -> tuple[int, int]:
@@ -193,11 +243,12 @@ def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _page(title: str, entries: Sequence[dict[str, Any]], appendix: str = "") -> str:
+def _page(title: str, entries: Sequence[ReportEntry], appendix: str = "") -> str:
     """Fill the page template; one regex pass, so inserted content is never re-scanned for placeholders."""
     static = resources.files("captionlens.viz") / "static"
-    methods = ordered_methods({m for e in entries for m in e["methods"]})
-    data = {"format_version": 1, "entries": entries, "labels": {m: method_label(m) for m in methods},
+    methods = ordered_methods({m for e in entries for m in e.methods})
+    data = {"format_version": 1, "entries": [e.to_json() for e in entries],
+            "labels": {m: method_label(m) for m in methods},
             "colormaps": {"unsigned": colormap_lut(DEFAULT_CMAP).ravel().tolist(),
                           "signed": colormap_lut(SIGNED_CMAP).ravel().tolist()}}
     parts = {

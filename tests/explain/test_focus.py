@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import captionlens.focus as focus_module
 from captionlens.data.images import ImageLoadError
 from captionlens.explain import explain
-from captionlens.focus import keyword_focus, save_focus
+from captionlens.explain import focus as focus_module
+from captionlens.explain.focus import keyword_focus
 from captionlens.models import decoding
 from captionlens.models.decoding import Decoded
-from tiny_captioner import IMAGE_SIZE, tiny_model, write_broken, write_images
+from captionlens.viz.focus import save_focus
+from zoo import FILE_WORDS, IMAGE_SIZE, tiny_captioner, write_broken, write_images
 
 CAPTIONS = {"a.png": "a dog and a ball", "b.png": "a hotdog on a plate", "c.png": "red dog on a red dog",
             "d.png": "dogs and a ball", "e.png": "a plate"}
@@ -48,7 +49,8 @@ def minmax(heat: np.ndarray) -> np.ndarray:
 
 def test_keywords_match_whole_words_from_one_captioning_pass(tmp_path: Path, forced: dict, capsys) -> None:
     paths = write_images(tmp_path, list(CAPTIONS))
-    result = keyword_focus(tiny_model(), paths, ["dog", "Ball", "plate", "hotdog", "cat"], batch_size=2)
+    model = tiny_captioner(vocab=FILE_WORDS)
+    result = keyword_focus(model, paths, ["dog", "Ball", "plate", "hotdog", "cat"], batch_size=2)
     assert forced["caption"] == [([str(p) for p in paths], 1, 2)] and forced["decode"] == []
     found = {word: [Path(p).name for p in focus.paths] for word, focus in result.keywords.items()}
     assert found == {"dog": ["a.png", "c.png"], "ball": ["a.png", "d.png"], "plate": ["b.png", "e.png"],
@@ -62,7 +64,7 @@ def test_keywords_match_whole_words_from_one_captioning_pass(tmp_path: Path, for
 
 
 def test_mean_map_is_the_mean_of_each_images_min_max_scaled_map(tmp_path: Path, forced: dict) -> None:
-    model = tiny_model()
+    model = tiny_captioner(vocab=FILE_WORDS)
     paths = write_images(tmp_path, list(CAPTIONS))
     result = keyword_focus(model, paths, ["dog", "ball"], size=IMAGE_SIZE, verbose=False)
     for word, names in (("dog", ["a.png", "c.png"]), ("ball", ["a.png", "d.png"])):
@@ -79,7 +81,7 @@ def test_mean_map_is_the_mean_of_each_images_min_max_scaled_map(tmp_path: Path, 
 
 def test_maps_of_differently_sized_images_align_on_a_common_grid(tmp_path: Path, forced: dict) -> None:
     paths = write_images(tmp_path, ["a.png"], hw=(24, 40)) + write_images(tmp_path, ["d.png"], hw=(48, 30))
-    result = keyword_focus(tiny_model(), paths, ["ball"], method="lime", size=16,
+    result = keyword_focus(tiny_captioner(vocab=FILE_WORDS), paths, ["ball"], method="lime", size=16,
                            settings={"num_samples": 40, "n_segments": 8}, verbose=False)
     focus = result.keywords["ball"]
     assert focus.count == 2 and focus.mean_map.shape == (16, 16) and focus.signed
@@ -90,7 +92,8 @@ def test_maps_of_differently_sized_images_align_on_a_common_grid(tmp_path: Path,
 def test_bad_images_are_reported_and_save_focus_writes_figures_and_json(tmp_path: Path, forced: dict,
                                                                          capsys) -> None:
     paths = write_images(tmp_path, ["a.png", "c.png"]) + write_broken(tmp_path)[:1]
-    result = keyword_focus(tiny_model(), paths, ["dog", "ball", "plate"], size=IMAGE_SIZE, verbose=False)
+    model = tiny_captioner(vocab=FILE_WORDS)
+    result = keyword_focus(model, paths, ["dog", "ball", "plate"], size=IMAGE_SIZE, verbose=False)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupt.jpg" in err[0]
     assert [f["path"] for f in result.failed] == [str(paths[2])]
@@ -110,7 +113,7 @@ def test_real_captioning_runs_once_per_batch_whatever_the_keywords(tmp_path: Pat
     monkeypatch.setattr(decoding, "greedy", lambda model, features, *a, **k: calls.append(len(features)) or
                         real(model, features, *a, **k))
     paths = write_images(tmp_path, [f"{k}.png" for k in range(5)])
-    model = tiny_model()
+    model = tiny_captioner(vocab=FILE_WORDS)
     result = keyword_focus(model, paths, ["dog", "ball", "a", "red"], batch_size=3, verbose=False)
     assert calls == [3, 2]
     assert len(result.captions) == 5
@@ -118,12 +121,13 @@ def test_real_captioning_runs_once_per_batch_whatever_the_keywords(tmp_path: Pat
 
 def test_usage_errors_are_raised_before_captioning(tmp_path: Path, forced: dict) -> None:
     paths = write_images(tmp_path, ["a.png"])
+    model = tiny_captioner(vocab=FILE_WORDS)
     with pytest.raises(ValueError, match="one word"):
-        keyword_focus(tiny_model(), paths, ["hot dog"])
+        keyword_focus(model, paths, ["hot dog"])
     with pytest.raises(ValueError, match="unknown method"):
-        keyword_focus(tiny_model(), paths, ["dog"], method="saliency")
+        keyword_focus(model, paths, ["dog"], method="saliency")
     with pytest.raises(ValueError, match="'attention' needs a model with attention"):
-        keyword_focus(tiny_model(), paths, ["dog"], method="attention")
+        keyword_focus(model, paths, ["dog"], method="attention")
     with pytest.raises(ValueError, match="lime: num_samples must be an integer >= 2"):
-        keyword_focus(tiny_model(), paths, ["dog"], method="lime", settings={"num_samples": 0})
+        keyword_focus(model, paths, ["dog"], method="lime", settings={"num_samples": 0})
     assert forced["caption"] == []
