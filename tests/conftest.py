@@ -1,5 +1,6 @@
-"""Suite-wide settings (two CPU threads, headless matplotlib), the tiny seeded models, image and caption the
-explanation and evaluation tests share, and the shipped reference model with its held-out scenes."""
+"""Suite-wide settings (two CPU threads, headless matplotlib), the tiny seeded models (from the zoo,
+tests/zoo.py), image and caption the explanation and evaluation tests share, and the shipped reference
+model with its held-out scenes."""
 import os
 from pathlib import Path
 
@@ -10,45 +11,30 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from captionlens.data.images import Preprocessing  # noqa: E402
 from captionlens.data.vocabulary import Vocabulary  # noqa: E402
-from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig  # noqa: E402
-from tiny_captioner import calibrate_batchnorm  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+from captionlens.models.base import CaptionModel  # noqa: E402
+from zoo import EXPLAIN_IMAGE_SIZE, SHAPE_WORDS, tiny_captioner  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
 
 matplotlib.use("Agg")
 torch.set_num_threads(2)
 
-WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "above", "below", "left", "of", "right",
-         "the", "and", "small", "large")
-IMAGE_SIZE = 64
-
 
 @pytest.fixture
 def vocab() -> Vocabulary:
-    return Vocabulary(WORDS)
+    return Vocabulary(SHAPE_WORDS)
 
 
 @pytest.fixture
-def show_tell_model(vocab: Vocabulary) -> CNNLSTMModel:
+def show_tell_model(vocab: Vocabulary) -> CaptionModel:
     """Show-and-Tell, tiny trunk (64 px -> 8x8 at the target layer), calibrated, eval mode, vocab attached."""
-    torch.manual_seed(0)
-    model = CNNLSTMModel(ShowTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32, backbone="tiny",
-                                        preprocessing=Preprocessing(image_size=IMAGE_SIZE)))
-    calibrate_batchnorm(model, IMAGE_SIZE)
-    model.vocab = vocab
-    return model
+    return tiny_captioner("show-tell", vocab=vocab, image_size=EXPLAIN_IMAGE_SIZE, hidden_size=32)
 
 
 @pytest.fixture
-def attention_model(vocab: Vocabulary) -> ShowAttendTellModel:
+def attention_model(vocab: Vocabulary) -> CaptionModel:
     """Show-Attend-Tell, tiny trunk pooled to a 4x4 grid, calibrated, eval mode, vocab attached."""
-    torch.manual_seed(1)
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                                     attention_dim=16, backbone="tiny", grid_size=4,
-                                                     preprocessing=Preprocessing(image_size=IMAGE_SIZE)))
-    calibrate_batchnorm(model, IMAGE_SIZE)
-    model.vocab = vocab
-    return model
+    return tiny_captioner("show-attend-tell", vocab=vocab, image_size=EXPLAIN_IMAGE_SIZE, hidden_size=32,
+                          grid_size=4, seed=1)
 
 
 @pytest.fixture

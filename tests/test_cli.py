@@ -6,24 +6,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from captionlens.cli import expand_images, main
-from captionlens.data.images import Preprocessing, load_image_tensor
+from captionlens.data.images import load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models import ShowAttendTellConfig, ShowAttendTellModel, load_checkpoint, save_checkpoint
+from captionlens.models import load_checkpoint, save_checkpoint
+from zoo import tiny_captioner
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    torch.manual_seed(0)
     vocab = Vocabulary("a red blue circle square small large".split())
-    model = ShowAttendTellModel(ShowAttendTellConfig(vocab_size=len(vocab), embed_size=16, hidden_size=32,
-                                                     attention_dim=16, backbone="tiny",
-                                                     preprocessing=Preprocessing(image_size=32))).eval()
+    model = tiny_captioner("show-attend-tell", vocab=vocab, hidden_size=32, grid_size=7, calibrate=False,
+                           attach_vocab=False)
     return save_checkpoint(tmp_path / "tiny.safetensors", model, vocab)
 
 

@@ -22,7 +22,7 @@ from captionlens.data.shapes import generate_shapes
 from captionlens.explain.result import CaptionExplanation
 from captionlens.models import save_checkpoint
 from captionlens.training import TrainConfig, train
-from tiny_captioner import tiny_model, write_broken, write_images
+from zoo import FILE_WORDS, tiny_captioner, write_broken, write_images
 
 CRASH_SCRIPT = Path(__file__).with_name("crash_after_one_folder.py")
 FAST = ["--beam-size", "2", "--max-length", "3", "--methods", "gradcam,gradcam++", "--batch-size", "2"]
@@ -51,7 +51,7 @@ def visible(out: Path) -> set[str]:
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    model = tiny_model()
+    model = tiny_captioner(vocab=FILE_WORDS)
     return save_checkpoint(tmp_path / "tiny.safetensors", model, model.vocab)
 
 
