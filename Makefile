@@ -24,10 +24,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/captionlens demo --out outputs/demo
 
-# Lint (ruff: pyflakes, pycodestyle, import order, bugbear) and types (mypy on src/) before the tests.
+# Lint (ruff: pyflakes, pycodestyle, import order, bugbear), types (mypy on src/) and the layers every module
+# may import from (import-linter, pyproject.toml's contract) before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest -q
