@@ -15,6 +15,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -25,12 +26,14 @@ from tutorial_reference import (
     LAYER4,
     Sgrvinod,
     Yunjey,
+    data_parallel,
     load_sgrvinod_unsafely,
     load_yunjey_vocab_unsafely,
     make_sgrvinod,
     make_yunjey,
     noise_images,
     save_sgrvinod,
+    save_yunjey_data_parallel,
     sgrvinod_word_map,
     write_yunjey_vocab,
     yunjey_vocabulary,
@@ -47,6 +50,8 @@ from captionlens.models.importers import (
     sgrvinod_checkpoint,
     yunjey_checkpoint,
 )
+from captionlens.models.importers.sgrvinod import GLOBALS
+from captionlens.models.safe_pickle import TENSOR_GLOBALS, restricted_pickle_module
 
 WORDS = ("a", "dog", "cat", "man", "woman", "on", "in", "the", "grass", "red", "ball", "with", "is", "playing",
          "sitting", "table", "two", "blue", "shirt", "beach")
@@ -231,6 +236,78 @@ def test_sgrvinod_both_torch_serialisations_convert_exactly(legacy, sgrvinod18, 
                           ref.greedy(batch, MAX_LENGTH), alphas=True)
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_sgrvinod_data_parallel_checkpoint_converts_exactly(legacy, sgrvinod18, tmp_path, images):
+    """A fork's checkpoint of modules wrapped in nn.DataParallel (as pickled on a GPU machine) converts to the
+    same model as the unwrapped file: the reference's captions, log-probs and attention."""
+    wrapped = {**sgrvinod18.saved, "encoder": data_parallel(sgrvinod18.encoder),
+               "decoder": data_parallel(sgrvinod18.decoder)}
+    path = save_sgrvinod(tmp_path / "BEST_checkpoint_data_parallel.pth.tar", wrapped, legacy)
+    # The oracle's own load: the file holds the wrappers, each with the GPU run's torch.device
+    unsafe = load_sgrvinod_unsafely(path)
+    assert all(isinstance(unsafe[k], nn.DataParallel) for k in ("encoder", "decoder"))
+    assert unsafe["encoder"].src_device_obj == torch.device("cuda", 0)
+    with pytest.raises(CheckpointError, match=f"`captionlens convert sgrvinod --checkpoint {path.name} --word-map"):
+        load_checkpoint(path)
+    ckpt = sgrvinod_checkpoint(path, sgrvinod18.word_map_path, preprocessing=SGRVINOD_INPUT)
+    batch = torch.cat([sgrvinod18.prepare(image) for image in images])
+    _assert_same_captions(decode(ckpt.model, batch, ckpt.vocab, beam_size=1, max_length=MAX_LENGTH),
+                          sgrvinod18.greedy(batch, MAX_LENGTH), alphas=True)
+    unwrapped = sgrvinod_checkpoint(sgrvinod18.checkpoint_path, sgrvinod18.word_map_path, preprocessing=SGRVINOD_INPUT)
+    assert ckpt.model.config == unwrapped.model.config and (ckpt.epoch, ckpt.metrics["bleu-4"]) == (7, 0.2345)
+    ours, theirs = ckpt.model.state_dict(), unwrapped.model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_converting_a_legacy_format_file_prints_nothing(sgrvinod18_legacy, tmp_path):
+    """torch's legacy loader checks each pickled module class's source and warns for every class it cannot
+    read, which is every one of our stand-ins; the user sees only the result."""
+    path = sgrvinod18_legacy.checkpoint_path
+    out = tmp_path / "sgrvinod.safetensors"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning counts, however often it was raised before
+        result = CliRunner().invoke(main, ["convert", "sgrvinod", "--checkpoint", str(path), "--word-map",
+                                           str(sgrvinod18_legacy.word_map_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [str(warning.message) for warning in caught] == []
+    assert result.stderr == "" and f"wrote {out}" in result.stdout
+    # The oracle: the same restricted load without our filter warns, naming the stand-ins' classes
+    module = restricted_pickle_module({**TENSOR_GLOBALS, **GLOBALS})
+    with pytest.warns(UserWarning, match="Couldn't retrieve source code for container of type LSTMCell"):
+        torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+
+
+def test_yunjey_data_parallel_state_dicts_convert_exactly(yunjey18, tmp_path, images):
+    """State dicts saved from nn.DataParallel-wrapped models (every key `module.`-prefixed) convert to the
+    reference's captions and log-probs; `load_checkpoint` names the convert command for them."""
+    encoder, decoder = save_yunjey_data_parallel(tmp_path, yunjey18)
+    assert all(key.startswith("module.") for key in torch.load(encoder, weights_only=True))  # torch's own prefix
+    with pytest.raises(CheckpointError, match=f"--encoder {encoder.name} --decoder decoder-E-S.ckpt"):
+        load_checkpoint(encoder)
+    ckpt = yunjey_checkpoint(encoder, decoder, yunjey18.vocab_path, preprocessing=YUNJEY_INPUT)
+    assert (ckpt.model.config.backbone, ckpt.model.config.num_layers) == ("resnet18", 2)
+    batch = torch.cat([yunjey18.prepare(image) for image in images])
+    _assert_same_captions(decode(ckpt.model, batch, ckpt.vocab, beam_size=1, max_length=MAX_LENGTH),
+                          yunjey18.greedy(batch, MAX_LENGTH))
+    unwrapped = yunjey_checkpoint(yunjey18.encoder_path, yunjey18.decoder_path, yunjey18.vocab_path,
+                                  preprocessing=YUNJEY_INPUT)
+    assert ckpt.model.config == unwrapped.model.config
+    ours, theirs = ckpt.model.state_dict(), unwrapped.model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_yunjey_state_dict_with_some_keys_prefixed_is_named(yunjey18, tmp_path):
+    state = torch.load(yunjey18.encoder_path, weights_only=True)
+    mixed = {(f"module.{key}" if key.startswith("resnet.") else key): value for key, value in state.items()}
+    path = tmp_path / "encoder-mixed.ckpt"
+    torch.save(mixed, path)
+    plain = len([key for key in state if not key.startswith("resnet.")])
+    with pytest.raises(ConversionError, match=rf"encoder-mixed\.ckpt: {len(state) - plain} of {len(state)} keys carry "
+                                              r"nn\.DataParallel's 'module\.' prefix \(e\.g\. 'module\.resnet\.0"
+                                              r"\.weight'\) and the others do not \(e\.g\. 'linear\.weight'\)"):
+        yunjey_checkpoint(path, yunjey18.decoder_path, yunjey18.vocab_path)
+
+
 def test_sgrvinod_vocabulary_rows_are_the_tutorials_rows_of_the_same_words(sgrvinod18):
     ckpt = sgrvinod_checkpoint(sgrvinod18.checkpoint_path, sgrvinod18.word_map_path)
     ours, theirs = ckpt.model.decoder, sgrvinod18.decoder
@@ -313,14 +390,19 @@ def test_vocab_pkl_with_a_payload_is_refused_and_runs_nothing(attack, yunjey18, 
 
 @pytest.mark.parametrize(("where", "attack", "legacy"), [("entry", "path-touch", False),
                                                          ("optimizer", "os-system", False),
+                                                         ("data-parallel", "os-system", False),
                                                          ("entry", "os-system", True),
-                                                         ("optimizer", "path-touch", True)])
+                                                         ("optimizer", "path-touch", True),
+                                                         ("data-parallel", "path-touch", True)])
 def test_sgrvinod_checkpoint_with_a_payload_is_refused_and_runs_nothing(where, attack, legacy, sgrvinod18, tmp_path):
     marker = tmp_path / "MARKER"
     payload = _payload(attack, marker)
     state = dict(sgrvinod18.saved)
     if where == "entry":
         state["payload"] = payload
+    elif where == "data-parallel":  # an attribute of the nn.DataParallel wrapped around the (valid) encoder
+        state["encoder"] = data_parallel(sgrvinod18.encoder)
+        state["encoder"].payload = payload
     else:  # inside the decoder optimizer's param group, among its hyperparameters
         optimizer = torch.optim.Adam(sgrvinod18.decoder.parameters(), lr=4e-4)
         optimizer.param_groups[0]["payload"] = payload

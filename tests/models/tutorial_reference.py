@@ -11,10 +11,14 @@ against what these reference models compute.
 2. sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning: `BEST_checkpoint_<name>.pth.tar` is `torch.save` of a
    dict holding the whole pickled `models.Encoder` / `models.DecoderWithAttention` and the optimizers;
    `WORDMAP_<name>.json` maps word -> index with <pad> = 0, the words, then <unk>, <start>, <end>.
+
+Models trained wrapped in `nn.DataParallel` (`data_parallel`), as some forks do, are saved differently:
+yunjey's state dicts carry its `module.` key prefix, sgrvinod's checkpoint pickles the wrapper around each module.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import pickle
 import sys
@@ -160,6 +164,17 @@ def global_name(module: str, name: str, obj: object) -> Iterator[None]:
         yield
 
 
+def data_parallel(module: nn.Module) -> nn.DataParallel:
+    """`nn.DataParallel` around a copy of `module` (on a one-GPU machine its __init__ moves the module onto the
+    GPU), holding wherever this runs what that __init__ sets on a CUDA machine: dim, device ids, output device
+    and the source `torch.device`, which a whole pickled wrapper carries."""
+    wrapped = nn.DataParallel(copy.deepcopy(module))
+    if not wrapped.device_ids:  # no GPU here: __init__ kept only the module
+        wrapped.dim, wrapped.device_ids, wrapped.output_device = 0, [0], 0
+        wrapped.src_device_obj = torch.device("cuda", 0)
+    return wrapped
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. yunjey/pytorch-tutorial image_captioning
 
@@ -292,6 +307,16 @@ def make_yunjey(folder: Path, words: Sequence[str], depth: int = 152, embed_size
     torch.save(decoder.state_dict(), paths[1])
     write_yunjey_vocab(paths[2], vocab)
     return Yunjey(encoder, decoder, vocab, *paths, size=size)
+
+
+def save_yunjey_data_parallel(folder: Path, ref: Yunjey) -> tuple[Path, Path]:
+    """`ref`'s encoder and decoder state dicts as train.py saves them when the models are wrapped in
+    `nn.DataParallel` (torch prefixes every key with `module.`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "encoder-5-3000.ckpt", folder / "decoder-5-3000.ckpt"
+    for module, path in zip((ref.encoder, ref.decoder), paths, strict=True):
+        torch.save(data_parallel(module).state_dict(), path)
+    return paths
 
 
 def write_yunjey_vocab(path: Path, vocab: YunjeyVocabulary) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -60,6 +61,10 @@ TENSOR_GLOBALS: dict[str, Any] = {
 }
 
 
+# What torch's legacy loader warns for every stand-in in place of a pickled module class.
+SOURCE_CHECK_WARNING = "Couldn't retrieve source code for container of type "
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """A pickle.Unpickler that resolves exactly the globals in `allowed` ("module.name" -> object)."""
 
@@ -96,7 +101,11 @@ def load_torch(path: Path, allowed: Mapping[str, Any]) -> Any:
     if is_torchscript(path):
         raise UnsafePickle(f"{path} is a TorchScript archive (torch.jit.save), not a checkpoint of weights")
     module = restricted_pickle_module({**TENSOR_GLOBALS, **allowed})
-    return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+    with warnings.catch_warnings():
+        # The legacy format stores each pickled module class's source for torch to compare with the loaded
+        # class's; a stand-in has none (given one, it would differ, and torch would warn that it changed).
+        warnings.filterwarnings("ignore", message=SOURCE_CHECK_WARNING, category=UserWarning)
+        return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
 
 
 def is_torchscript(path: Path) -> bool:

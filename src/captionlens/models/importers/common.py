@@ -25,6 +25,13 @@ from captionlens.models.checkpoints import (
 )
 from captionlens.models.config import CaptionerConfig
 from captionlens.models.encoders import identify_trunk
+from captionlens.models.safe_pickle import children, stand_in
+
+# nn.DataParallel wraps a model as its one child `module`, so a state dict saved from it prefixes every key
+# with `module.`; pickled whole, it is that class, and on a GPU machine it also holds a `torch.device`.
+DATA_PARALLEL = "torch.nn.parallel.data_parallel.DataParallel"
+DATA_PARALLEL_CHILD = "module"
+DATA_PARALLEL_GLOBALS: dict[str, Any] = {DATA_PARALLEL: stand_in(DATA_PARALLEL), "torch.device": torch.device}
 
 
 class ConversionError(CheckpointError):
@@ -47,7 +54,29 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ConversionError(f"{path}: expected a state dict (names -> tensors) for the {what}, "
                               f"got {type(data).__name__}")
-    return dict(data)
+    return without_data_parallel_prefix(path, data)
+
+
+def without_data_parallel_prefix(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
+    """`state` with nn.DataParallel's `module.` taken off every key when every key has it, else as it is;
+    a state dict where only some keys have it is an error."""
+    prefix = DATA_PARALLEL_CHILD + "."
+    wrapped = [key for key in state if isinstance(key, str) and key.startswith(prefix)]
+    if not wrapped:
+        return dict(state)
+    if len(wrapped) < len(state):
+        plain = next(key for key in state if key not in wrapped)
+        raise ConversionError(f"{path}: {len(wrapped)} of {len(state)} keys carry nn.DataParallel's '{prefix}' "
+                              f"prefix (e.g. '{wrapped[0]}') and the others do not (e.g. '{plain}'); expected "
+                              "all or none")
+    return {key[len(prefix):]: value for key, value in state.items()}
+
+
+def unwrap_data_parallel(module: Any) -> Any:
+    """The model inside a pickled `nn.DataParallel` (a stand-in), else `module` itself."""
+    if getattr(module, "pickled_name", None) == DATA_PARALLEL:
+        return children(module).get(DATA_PARALLEL_CHILD, module)
+    return module
 
 
 def map_keys(path: Path, state: Mapping[str, torch.Tensor], rules: Mapping[str, str]) -> dict[str, torch.Tensor]:

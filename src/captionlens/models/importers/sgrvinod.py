@@ -7,7 +7,8 @@ What that tutorial writes, and how it maps:
       `attention.encoder_att/decoder_att/full_att` with ReLU, `embedding`, `decode_step` (LSTMCell on
       [embedding, f_beta-gated context]), `init_h`/`init_c`, `f_beta`, `fc` after dropout), and optimizers.
       Read by a restricted unpickler: the tutorial's classes, the torch.nn modules and Adam become inert
-      stand-ins whose parameters we collect; any other global is refused.
+      stand-ins whose parameters we collect; any other global is refused. Forks that train with
+      `nn.DataParallel(encoder)` pickle that wrapper (and a `torch.device`): its child `module` is the model.
   WORDMAP_<name>.json  word -> index with <pad> = 0, words 1..N, then <unk>, <start>, <end>.
 Ours: Show-Attend-Tell with `attention_activation` read from the pickled attention module (ReLU), the grid
 from the pickled pool, `embedding` -> `decoder.embed`, `decode_step` -> `decoder.lstm`. The input is
@@ -26,11 +27,13 @@ from captionlens.data.records import read_json
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models.checkpoints import Checkpoint, register_foreign_format, vocabulary_from_entry
 from captionlens.models.importers.common import (
+    DATA_PARALLEL_GLOBALS,
     ConversionError,
     backbone_of,
     build_checkpoint,
     map_keys,
     require_shape,
+    unwrap_data_parallel,
     write,
 )
 from captionlens.models.safe_pickle import UnsafePickle, children, is_torchscript, load_torch, module_state, stand_in
@@ -43,7 +46,8 @@ MODULE_CLASSES = tuple(f"torch.nn.modules.{name}" for name in (
     "sparse.Embedding", "dropout.Dropout", "rnn.LSTMCell"))
 OTHER_CLASSES = ("torchvision.models.resnet.Bottleneck", "torchvision.models.resnet.BasicBlock",
                  "torch.optim.adam.Adam")
-GLOBALS = {name: stand_in(name) for name in (*TUTORIAL_CLASSES, *MODULE_CLASSES, *OTHER_CLASSES)}
+GLOBALS = {**{name: stand_in(name) for name in (*TUTORIAL_CLASSES, *MODULE_CLASSES, *OTHER_CLASSES)},
+           **DATA_PARALLEL_GLOBALS}
 PREPROCESSING = Preprocessing(image_size=256, interpolation="bilinear")
 ENCODER_KEYS = {"resnet.": "encoder.resnet."}
 DECODER_KEYS = {"attention.": "decoder.attention.", "embedding.": "decoder.embed.", "decode_step.": "decoder.lstm.",
@@ -66,7 +70,8 @@ register_foreign_format("sgrvinod", refused=recognise_refused)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The tutorial's checkpoint dict, its modules and optimizers read into inert stand-ins."""
+    """The tutorial's checkpoint dict, its modules (unwrapped from `nn.DataParallel`) and optimizers read
+    into inert stand-ins."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -80,6 +85,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not {"encoder", "decoder"} <= set(data):
         raise ConversionError(f"{path}: expected the tutorial's checkpoint dict with 'encoder' and 'decoder'")
     for key, expected in (("encoder", "models.Encoder"), ("decoder", "models.DecoderWithAttention")):
+        data[key] = unwrap_data_parallel(data[key])
         found = getattr(data[key], "pickled_name", type(data[key]).__name__)
         if found != expected:
             raise ConversionError(f"{path}: '{key}' is a {found}, expected the tutorial's {expected}")

@@ -9,7 +9,8 @@ What that tutorial writes, and how it maps:
                     feature is its first input), `linear` (hidden -> V) -> `decoder.embed/lstm/fc`;
   vocab.pkl         a pickled `Vocabulary` (`__main__.Vocabulary` when build_vocab.py ran as a script) with
                     `word2idx`, `idx2word`, `idx`; read by a restricted unpickler into a plain stand-in.
-The input is sample.py's: 224 x 224, PIL's LANCZOS resize, ImageNet normalisation.
+The input is sample.py's: 224 x 224, PIL's LANCZOS resize, ImageNet normalisation. A state dict saved from
+an `nn.DataParallel`-wrapped model (every key prefixed `module.`) is read as the model's own.
 
 Recognised by `load_checkpoint` (which reads none of them), with a message naming `captionlens convert
 yunjey`: vocab.pkl as a pickle naming a `Vocabulary` class, the encoder and decoder by their state dicts'
@@ -32,6 +33,7 @@ from captionlens.models.importers.common import (
     map_keys,
     read_state_dict,
     require_shape,
+    without_data_parallel_prefix,
     write,
 )
 from captionlens.models.safe_pickle import UnsafePickle, load_pickle, stand_in
@@ -58,9 +60,13 @@ def recognise_refused(names: set[str], path: Path) -> str | None:
 
 def recognise_loaded(data: Mapping[str, Any], path: Path) -> str | None:
     """The convert command for the tutorial's encoder or decoder state dict (a key with each of the part's
-    prefixes), else None."""
+    prefixes, after nn.DataParallel's `module.` if every key has it), else None."""
+    try:
+        keys = without_data_parallel_prefix(path, data)
+    except ConversionError:
+        return None
     part = next((part for part, rules in PARTS.items()
-                 if all(any(isinstance(key, str) and key.startswith(prefix) for key in data) for prefix in rules)),
+                 if all(any(isinstance(key, str) and key.startswith(prefix) for key in keys) for prefix in rules)),
                 None)
     if part is None:
         return None
