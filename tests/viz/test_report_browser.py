@@ -132,7 +132,7 @@ def test_a_page_of_ten_thousand_images_loads_few_thumbnails_and_opens_the_last(d
     for i in range(10_000):
         stem = f"img{i:05d}"
         entry = write_entry(last if i == 9_999 else base, tmp_path / "run" / stem / "report", stem, Sizes(heat=16))
-        entries.append({**entry, "name": stem, "assets": f"{stem}/report"})
+        entries.append(entry.placed(stem, f"{stem}/report"))
     index = write_page(entries, tmp_path / "run")
     driver.get(index.as_uri())
     WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
