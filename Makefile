@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made torch 3-20x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint install clean benchmark benchmark-export
+.PHONY: demo test lint install clean benchmark benchmark-export fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,6 +33,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Every file reader fuzzed past `make test`'s smoke run (tests/fuzz: 30 examples a test, always the same):
+# FUZZ_EXAMPLES new examples a test, then the table of inputs per reader and outcome (README's "Fuzzing").
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	CAPTIONLENS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CAPTIONLENS_FUZZ_STATS=outputs/fuzz/stats.md \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_explain.py --repeats 3

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from captionlens import distributed
 from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, read_image
+from captionlens.data.records import check_types, describe, read_json
 from captionlens.explain import api
 from captionlens.explain.registry import ordered_methods
 from captionlens.explain.result import CaptionExplanation, ExplanationHeader
@@ -167,16 +168,31 @@ class ExportSummary:
 
     @classmethod
     def load(cls, out_dir: Path) -> ExportSummary | None:
-        """The summary.json of `out_dir`, or None when there is none."""
+        """The summary.json of `out_dir`, or None when there is none; one ValueError naming it when it is not
+        one whole (every field of its type, the lists lists, `index_html` a file name in `out_dir`)."""
         path = out_dir / SUMMARY
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls.from_json(data, out_dir)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path}: not a readable summary ({exc}); move it away to rebuild from the "
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            for key in ("methods", "done", "skipped", "failed"):
+                if not isinstance(data.get(key) or [], list):
+                    raise ValueError(f"'{key}' is not a list")
+            index = data.get("index_html")
+            if index is not None and (not isinstance(index, str) or index in ("", ".", "..")
+                                      or Path(index).name != index):
+                raise ValueError(f"'index_html' is {index!r:.60}, not a file name")
+            summary = cls.from_json(data, out_dir)
+            check_types(summary, "summary")
+            if summary.options.figures not in FIGURES:
+                raise ValueError(f"'figures' is {summary.options.figures!r:.40}; expected one of {FIGURES}")
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) and str(exc).startswith(str(path)) else describe(exc)
+            raise ValueError(f"{path}: not a readable summary ({reason}); move it away to rebuild from the "
                              "folders") from None
+        return summary
 
 
 @dataclass

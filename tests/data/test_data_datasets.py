@@ -53,8 +53,8 @@ def test_explicit_format_and_image_root(tmp_path, make_images):
 def test_undetectable_folder_and_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="cannot tell the dataset format"):
         load_dataset(tmp_path)
-    with pytest.raises(ValueError, match="unknown dataset format 'coco'"):
-        load_dataset(tmp_path, format="coco")
+    with pytest.raises(ValueError, match="unknown dataset format 'pascal'"):
+        load_dataset(tmp_path, format="pascal")
     with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
         load_dataset(tmp_path / "nowhere")
 

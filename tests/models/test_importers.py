@@ -377,7 +377,7 @@ def test_vocab_pkl_with_a_payload_is_refused_and_runs_nothing(attack, yunjey18, 
     with pytest.raises(ConversionError) as info:
         yunjey_checkpoint(yunjey18.encoder_path, yunjey18.decoder_path, path)
     message = str(info.value)
-    assert message.startswith(f"{path}: refused to unpickle the global {_refused(attack, 4)}")
+    assert message.startswith(f"{path}: refused to unpickle the global {_refused(attack, 4)!r}")
     assert "\n" not in message
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="captionlens convert yunjey"):
@@ -411,7 +411,7 @@ def test_sgrvinod_checkpoint_with_a_payload_is_refused_and_runs_nothing(where, a
     with pytest.raises(ConversionError) as info:
         sgrvinod_checkpoint(path, sgrvinod18.word_map_path)
     message = str(info.value)
-    assert message.startswith(f"{path}: refused to unpickle the global {_refused(attack, 2)}")
+    assert message.startswith(f"{path}: refused to unpickle the global {_refused(attack, 2)!r}")
     assert "\n" not in message
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="captionlens convert sgrvinod"):
@@ -561,7 +561,7 @@ def test_cli_errors_are_one_line_and_exit_2(tutorial, yunjey18, sgrvinod18, tmp_
         evil = save_sgrvinod(tmp_path / "BEST_checkpoint_evil.pth.tar",
                              {**sgrvinod18.saved, "payload": _payload("os-system", marker)})
         args = ["sgrvinod", "--checkpoint", evil, "--word-map", sgrvinod18.word_map_path]
-        expected = f"error: {evil}: refused to unpickle the global {_refused('os-system', 2)}"
+        expected = f"error: {evil}: refused to unpickle the global {_refused('os-system', 2)!r}"
     out = tmp_path / "model.safetensors"
     result = CliRunner().invoke(main, ["convert", *map(str, args), "--out", str(out)])
     assert result.exit_code == 2

@@ -1,6 +1,7 @@
 """Which loader reads a dataset (`load_dataset`, `detect_format`), and the training view of a dataset.
 
-The loaders (`flickr`, `karpathy`, the synthetic `shapes`) each build a `records.CaptionDataset`;
+The loaders (`flickr`, `karpathy`, `coco`, `flickr30k_entities`, the synthetic `shapes`) each build a
+`records.CaptionDataset`;
 this module sits above them. `CaptionTrainingSet` turns a dataset into (image, caption) pairs.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from captionlens.data.coco import is_coco_folder, load_coco
 from captionlens.data.flickr import load_flickr8k, load_kaggle_flickr8k
 from captionlens.data.flickr30k_entities import ANNOTATIONS, SENTENCES, load_flickr30k_entities
 from captionlens.data.images import Preprocessing, load_image
@@ -19,7 +21,7 @@ from captionlens.data.records import CaptionDataset
 from captionlens.data.shapes import SHAPES_JSON
 from captionlens.data.vocabulary import Vocabulary
 
-FORMATS = ("kaggle", "flickr", "karpathy", "shapes", "flickr30k-entities")
+FORMATS = ("kaggle", "flickr", "karpathy", "coco", "shapes", "flickr30k-entities")
 
 
 def load_dataset(path: str | os.PathLike, format: str | None = None,
@@ -36,6 +38,10 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
         return load_flickr8k(root, image_root)
     if format == "karpathy":
         return load_karpathy(path if path.is_file() else find_karpathy_json(path), image_root)
+    if format == "coco":
+        if path.is_file():
+            raise ValueError(f"{path}: --format coco reads a folder (the one holding annotations/), not a file")
+        return load_coco(path, image_root)
     if format == "shapes":
         return load_karpathy(path if path.is_file() else path / SHAPES_JSON, image_root)
     if format == "flickr30k-entities":
@@ -45,9 +51,10 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of a dataset file or folder: captions.txt -> "kaggle", Flickr8k.token.txt ->
-    "flickr", a folder of synthetic shapes (dataset_shapes.json) -> "shapes", another .json file or
-    a folder with dataset_*.json -> "karpathy", a folder with Sentences/ and Annotations/ (and no
-    dataset_*.json) -> "flickr30k-entities"."""
+    "flickr", a folder of synthetic shapes (dataset_shapes.json) -> "shapes", a folder with COCO's
+    annotations/captions_* or instances_* files -> "coco" (Karpathy's dataset_coco.json beside them
+    or not), another .json file or a folder with dataset_*.json -> "karpathy", a folder with
+    Sentences/ and Annotations/ (and no dataset_*.json) -> "flickr30k-entities"."""
     path = Path(path)
     if path.is_file():
         if path.suffix == ".json":
@@ -62,12 +69,15 @@ def detect_format(path: str | os.PathLike) -> str:
         return "flickr"
     elif (path / SHAPES_JSON).is_file():
         return "shapes"
+    elif is_coco_folder(path):
+        return "coco"
     elif any(path.glob("dataset_*.json")):
         return "karpathy"
     elif (path / SENTENCES).is_dir() and (path / ANNOTATIONS).is_dir():
         return "flickr30k-entities"
     raise ValueError(f"{path}: cannot tell the dataset format (expected captions.txt, "
-                     "Flickr8k.token.txt, a .json file, dataset_*.json or Sentences/ and Annotations/); "
+                     "Flickr8k.token.txt, a .json file, dataset_*.json, annotations/captions_*.json or Sentences/ "
+                     "and Annotations/); "
                      "pass format=")
 
 

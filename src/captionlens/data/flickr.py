@@ -42,13 +42,18 @@ def read_split_files(root: Path) -> dict[str, str] | None:
             for line in read_text(path).splitlines() if line.strip()}
 
 
-def _assign_splits(captions: dict[str, list[str]], root: Path, image_dir: Path
+def _assign_splits(captions: dict[str, list[str]], root: Path, image_dir: Path, source: Path
                    ) -> list[CaptionRecord]:
     """Records with the official split when the split files exist (images they omit are left out,
-    as in every published Flickr8k result), else with `hash_split`."""
+    as in every published Flickr8k result), else with `hash_split`; an error naming `source` (the
+    captions' file) when the split files leave out every image."""
     official = read_split_files(root)
-    return [CaptionRecord(image_dir / name, texts, official[name] if official else hash_split(name), name)
-            for name, texts in captions.items() if official is None or name in official]
+    records = [CaptionRecord(image_dir / name, texts, official[name] if official else hash_split(name), name)
+               for name, texts in captions.items() if official is None or name in official]
+    if not records:
+        raise ValueError(f"{source}: none of its {len(captions)} images is listed in the split files "
+                         f"{', '.join(SPLIT_FILES.values())} in {root}")
+    return records
 
 
 def load_kaggle_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike | None = None
@@ -60,11 +65,11 @@ def load_kaggle_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike 
     root = Path(root)
     path = root / "captions.txt"
     reader = csv.reader(io.StringIO(read_text(path)))
-    header = next(reader, None)
-    if header is None or [h.strip() for h in header[:2]] != ["image", "caption"]:
-        raise ValueError(f"{path}:1: expected the header 'image,caption', got {','.join(header or [])!r}")
     captions: dict[str, list[str]] = {}
     try:
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["image", "caption"]:
+            raise ValueError(f"{path}:1: expected the header 'image,caption', got {','.join(header or [])[:60]!r}")
         for row in reader:
             if not row:
                 continue
@@ -79,7 +84,7 @@ def load_kaggle_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike 
     if not captions:
         raise ValueError(f"{path}: no captions after the header")
     image_dir = Path(image_root) if image_root is not None else root / "Images"
-    return CaptionDataset.from_records(_assign_splits(captions, root, image_dir), path)
+    return CaptionDataset.from_records(_assign_splits(captions, root, image_dir, path), path)
 
 
 def load_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike | None = None) -> CaptionDataset:
@@ -109,5 +114,5 @@ def load_flickr8k(root: str | os.PathLike, image_root: str | os.PathLike | None 
     if not captions:
         raise ValueError(f"{path}: no captions")
     ordered = {name: [text for _, text in sorted(pairs)] for name, pairs in captions.items()}
-    return CaptionDataset.from_records(_assign_splits(ordered, root, image_dir), path)
+    return CaptionDataset.from_records(_assign_splits(ordered, root, image_dir, path), path)
 

@@ -26,6 +26,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from captionlens.data.images import max_image_pixels
 from captionlens.data.records import CaptionDataset, CaptionRecord, image_folder, read_bytes, read_text
 from captionlens.data.vocabulary import tokenize
 
@@ -35,6 +36,7 @@ SENTENCES = "Sentences"
 ANNOTATIONS = "Annotations"
 NO_BOX_CHAIN = 0  # the chain id of `notvisual` phrases
 _MARKER = re.compile(r"^\[/EN#(?P<chain>[^/\]\s]*)(?P<types>(?:/[^/\]\s]+)+)$")
+_CHAIN_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes "²", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ def load_flickr30k_entities(root: str | os.PathLike, image_root: str | os.PathLi
         except FileNotFoundError:
             raise FileNotFoundError(f"{split_file}:{lineno}: image {image_id} has no sentences file "
                                     f"{sentences}") from None
+        except ValueError as exc:  # unreadable (a name too long for the file system) or not UTF-8
+            raise ValueError(f"{split_file}:{lineno}: image {image_id[:40]}: {exc}") from None
         if f"{image_id}.xml" not in annotations:
             raise FileNotFoundError(_no_xml(root, image_id))
         captions = [" ".join(words) for words, _ in _parse_sentences(text, sentences)]
@@ -176,6 +180,9 @@ def read_entity_splits(root: str | os.PathLike) -> dict[str, tuple[str, Path, in
             image_id = line.strip()
             if not image_id:
                 continue
+            if "/" in image_id or "\\" in image_id or "\x00" in image_id or image_id in (".", ".."):
+                raise ValueError(f"{path}:{lineno}: {image_id[:40]!r} is not an image id (a file name without "
+                                 "its .jpg)")
             if image_id in found:
                 _, other, other_line = found[image_id]
                 raise ValueError(f"{path}:{lineno}: image {image_id} is also listed in {other}:{other_line}")
@@ -301,9 +308,9 @@ def _parse_line(line: str, caption: int, where: str) -> tuple[list[str], list[Ph
                         raise ValueError(f"{where}: phrase {token!r} has no words")
                     raise ValueError(f"{where}: phrase marker {token[:40]!r} does not parse "
                                      "(expected '[/EN#<number>/<type>')")
-                if not match["chain"].isdigit():
+                if not _CHAIN_ID.fullmatch(match["chain"]):
                     raise ValueError(f"{where}: phrase marker {token[:40]!r} does not parse "
-                                     f"(chain id {match['chain']!r} is not a number)")
+                                     f"(chain id {match['chain'][:20]!r} is not a number)")
                 marker, chain, start = token, int(match["chain"]), len(words)
                 types = tuple(match["types"].split("/")[1:])
                 continue
@@ -394,6 +401,9 @@ def _parse_annotation(path: Path) -> tuple[int, int, dict[int, list[list[int]]],
     width, height = size.integer("width", path), size.integer("height", path)
     if width <= 0 or height <= 0:
         raise ValueError(f"{path}:{size.line}: image size {width}x{height} is not positive")
+    if width * height > max_image_pixels():
+        raise ValueError(f"{path}:{size.line}: image size {width}x{height} is more pixels than an image may have "
+                         f"({max_image_pixels()}, Pillow's decompression-bomb limit)")
     boxes: dict[int, list[list[int]]] = {}
     nobox: set[int] = set()
     scene: set[int] = set()
@@ -404,7 +414,7 @@ def _parse_annotation(path: Path) -> tuple[int, int, dict[int, list[list[int]]],
             raise ValueError(f"{path}:{obj.line}: <object> has no <name>")
         ids = []
         for name in names:
-            if not name.text.strip().isdigit():
+            if not _CHAIN_ID.fullmatch(name.text.strip()):
                 raise ValueError(f"{path}:{name.line}: <name> is not a chain id: {name.text.strip()[:30]!r}")
             ids.append(int(name.text))
         chains.update(ids)

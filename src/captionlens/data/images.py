@@ -7,11 +7,11 @@ explanation methods only ever see 8-bit RGB.
 from __future__ import annotations
 
 import io
+import math
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,10 +25,9 @@ INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": Interpolatio
                   "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS}
 
 KEPT_FORMATS = {"JPEG", "PNG", "WEBP"}  # compressed files an explanation keeps as they are
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what a folder's images are named
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-# What a corrupt or unsupported file makes Pillow raise (UnidentifiedImageError is an OSError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 
 class ImageLoadError(ValueError):
@@ -49,15 +48,24 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    MAX_IMAGE_SIZE: ClassVar[int] = 4096  # a checkpoint asking for more would resize every photo past any memory
+
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < 1:
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
-        if self.interpolation not in INTERPOLATIONS:
+        if self.image_size > self.MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at most {self.MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
         for name in ("mean", "std"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 3 or (name == "std" and min(value) <= 0):
-                raise ValueError(f"{name} must be three numbers (std > 0), got {getattr(self, name)!r}")
+            given = getattr(self, name)
+            try:
+                value = tuple(float(v) for v in given)
+            except (TypeError, ValueError, OverflowError):
+                value = ()
+            finite = len(value) == 3 and all(math.isfinite(v) and math.isfinite(np.float32(v)) for v in value)
+            if not finite or (name == "std" and min(np.float32(v) for v in value) <= 0):  # > 0 in float32 too
+                raise ValueError(f"{name} must be three finite numbers (std > 0), got {given!r:.60}")
             object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +74,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        if not isinstance(data, dict):
+            raise ValueError(f"preprocessing must be a JSON object, got {data!r:.40}")
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown preprocessing field(s) {sorted(unknown)}")
@@ -98,6 +108,12 @@ class Preprocessing:
         std = torch.tensor(self.std).view(3, 1, 1)
         x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
         return x.permute(1, 2, 0).numpy()
+
+
+def max_image_pixels() -> int:
+    """The most pixels an image may have: past twice `PIL.Image.MAX_IMAGE_PIXELS` Pillow refuses to decode a
+    file as a decompression bomb, and a file declaring an image size is held to the same limit."""
+    return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2**62
 
 
 def _high_bit_depth_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -139,7 +155,7 @@ def read_image(path: str | os.PathLike) -> tuple[Image.Image, bytes | None]:
             data = fh.read()
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: no such file") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the name
         raise ImageLoadError(f"{path}: cannot read file ({_reason(exc)})") from None
     image, fmt = _decode(data, path)
     return image, data if fmt in KEPT_FORMATS else None
@@ -152,18 +168,24 @@ def decode_image(data: bytes, name: str | os.PathLike) -> Image.Image:
 
 
 def _decode(data: bytes, name: str | os.PathLike) -> tuple[Image.Image, str | None]:
+    """Pillow's decoders raise whatever a corrupt file leads them to (OSError, SyntaxError, TypeError from a
+    TIFF tag of the wrong kind, ...): each is the file's fault, and one ImageLoadError. A file declaring more
+    pixels than Pillow's decompression-bomb limit allows (twice `Image.MAX_IMAGE_PIXELS`) is refused before
+    any is decoded; MemoryError, a limit of the machine's, is not the file's and passes."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image)), image.format
-    except _DECODE_ERRORS as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
         raise ImageLoadError(f"{name}: cannot read image ({_reason(exc)})") from None
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not a recognised image format"
-    return str(exc) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def load_image_tensor(path: str | os.PathLike, preprocessing: Preprocessing) -> tuple[torch.Tensor, np.ndarray]:

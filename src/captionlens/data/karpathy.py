@@ -33,6 +33,8 @@ def load_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike | 
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: expected a JSON object with an 'images' list")
+    if not images:
+        raise ValueError(f"{path}: its 'images' list is empty")
     if image_root is None:
         image_root = path.parent / "Images" if (path.parent / "Images").is_dir() else path.parent
     records = []
@@ -42,8 +44,10 @@ def load_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike | 
         if split not in SPLITS:
             raise ValueError(f"{path}: images[{i}] has split {split!r}; expected one of {', '.join(SPLITS)}")
         sentences = _field(entry, "sentences", list, path, i)
+        if not sentences:
+            raise ValueError(f"{path}: images[{i}] has no sentences")
         captions = [_sentence_text(s, path, i, j) for j, s in enumerate(sentences)]
-        folder = entry.get("filepath") or ""
+        folder = _field(entry, "filepath", str, path, i) if entry.get("filepath") is not None else ""
         records.append(CaptionRecord(Path(image_root) / folder / filename, captions, split, filename))
     return CaptionDataset.from_records(records, path)
 

@@ -108,7 +108,9 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
         words = data.get("idx2word") if isinstance(data, dict) else None
-        if not isinstance(words, list) or list(words[:4]) != list(SPECIAL_TOKENS):
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError("vocabulary JSON must hold 'idx2word': a list of words")
+        if list(words[:4]) != list(SPECIAL_TOKENS):
             raise ValueError("vocabulary JSON must hold 'idx2word': a list starting with "
                              f"{list(SPECIAL_TOKENS)}")
         if len(set(words)) != len(words):

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from captionlens.atomic import atomic_path
+from captionlens.data.records import check_types, describe, parse_json
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models.config import ARCHITECTURES, CaptionerConfig, build_model, config_from_dict
 from captionlens.models.encoders import identify_trunk
@@ -115,17 +116,32 @@ def _load_safetensors(path: Path) -> Checkpoint:
         with safe_open(str(path), framework="pt") as fh:
             raw_meta = (fh.metadata() or {}).get(METADATA_KEY)
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: truncated or not a safetensors checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes the safetensors reader raise
+        raise CheckpointError(f"{path}: truncated or not a safetensors checkpoint ({describe(exc)})") from None
     if raw_meta is None:
         raise CheckpointError(f"{path}: safetensors file has no '{METADATA_KEY}' metadata (config and vocabulary)")
     try:
-        meta = json.loads(raw_meta)
+        meta = parse_json(raw_meta, f"{path}: metadata '{METADATA_KEY}'")
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: metadata '{METADATA_KEY}' is not a JSON object")
+        for key, kind in (("vocab", dict), ("config", dict), ("epoch", int), ("metrics", dict)):
+            value = meta.get(key, kind())
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{path}: metadata '{key}' is {_shown(value)}, expected a {kind.__name__}")
         vocab = Vocabulary.from_dict(meta["vocab"])
         config = config_from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad metadata ({exc})") from None
-    return assemble(path, config, vocab, tensors, int(meta.get("epoch", 0)), dict(meta.get("metrics", {})))
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: bad metadata (no {exc})") from None
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(str(path)) else
+                              f"{path}: bad metadata ({describe(exc)})") from None
+    return assemble(path, config, vocab, tensors, meta.get("epoch", 0), meta.get("metrics", {}))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _load_torch_dict(path: Path) -> Checkpoint:
@@ -136,10 +152,10 @@ def _load_torch_dict(path: Path) -> Checkpoint:
         with warnings.catch_warnings():  # torch warns about a plain (non-torch) pickle before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: {describe_refused(path)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({exc})") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: {describe_refused(path, exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes torch's readers raise
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({describe(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(data).__name__}")
     hint = describe_foreign_dict(data, path)
@@ -155,11 +171,22 @@ def _load_torch_dict(path: Path) -> Checkpoint:
     try:
         vocab, order = vocabulary_from_entry(data["vocab"])
         state = permute_vocab_rows(state, order, VOCAB_ROWS)
+        if data.get("config") is not None and not isinstance(data["config"], dict):
+            raise ValueError(f"'config' is {_shown(data['config'])}, expected a dict")
         config = config_from_dict(data["config"]) if data.get("config") else infer_config(state)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    metrics = {"loss": float(data["loss"])} if isinstance(data.get("loss"), (int, float, torch.Tensor)) else {}
-    return assemble(path, config, vocab, state, int(data.get("epoch", 0)), metrics)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {describe(exc) if isinstance(exc, TypeError) else exc}") from None
+    loss, epoch = data.get("loss"), data.get("epoch", 0)
+    if isinstance(loss, torch.Tensor):
+        loss = loss.item() if loss.numel() == 1 and not loss.is_complex() else None
+    metrics = {"loss": float(loss)} if isinstance(loss, (int, float)) and not isinstance(loss, bool) else {}
+    if isinstance(epoch, torch.Tensor) and epoch.numel() == 1 and not epoch.is_complex():
+        epoch = epoch.item()
+    if isinstance(epoch, float) and epoch.is_integer():
+        epoch = int(epoch)
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise CheckpointError(f"{path}: 'epoch' is {_shown(epoch)}, expected an integer")
+    return assemble(path, config, vocab, state, epoch, metrics)
 
 
 @dataclass(frozen=True)
@@ -182,16 +209,21 @@ def register_foreign_format(name: str, *, refused: Callable[[set[str], Path], st
     return FOREIGN_FORMATS.add(name, ForeignFormat(refused, loaded), caller())
 
 
-def describe_refused(path: Path) -> str:
+def describe_refused(path: Path, refusal: BaseException | None = None) -> str:
     """Why a torch/pickle file was refused, and which converter reads it when it is a registered foreign format."""
-    names = pickle_globals(path)
+    try:
+        names = pickle_globals(path)
+    except Exception:  # noqa: BLE001 - a pickle too broken to list its globals is refused all the same
+        shown = f" ({describe(refusal)})" if refusal is not None else ""
+        return f"refused to unpickle (weights_only=True allows tensors and plain containers only){shown}"
     for foreign in FOREIGN_FORMATS.values():
         message = foreign.refused(names, path) if foreign.refused else None
         if message:
             return message
     unsafe = sorted(n for n in names if not n.startswith(("torch.", "collections.OrderedDict", "__builtin__.",
                                                         "builtins.set", "builtins.dict")))
-    shown = ", ".join(unsafe[:3]) if unsafe else "objects torch's weights-only loader does not allow"
+    shown = (", ".join(n if n.isprintable() else ascii(n)[:80] for n in unsafe[:3]) if unsafe
+             else "objects torch's weights-only loader does not allow")
     return f"refused to unpickle (weights_only=True allows tensors and plain containers only): it names {shown}"
 
 
@@ -220,8 +252,11 @@ def vocabulary_from_entry(vocab: Any) -> tuple[Vocabulary, list[int]]:
     if isinstance(vocab, dict) and "idx2word" in vocab:
         vocab = vocab["idx2word"]
     if isinstance(vocab, dict):
-        pairs = ([(int(i), w) for w, i in vocab.items()] if all(isinstance(v, int) for v in vocab.values())
-                 else [(int(i), w) for i, w in vocab.items()])
+        try:
+            pairs = ([(int(i), w) for w, i in vocab.items()] if all(isinstance(v, int) for v in vocab.values())
+                     else [(int(i), w) for i, w in vocab.items()])
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("vocabulary dict maps neither words to indices nor indices to words") from None
         indices = sorted(i for i, _ in pairs)
         if indices != list(range(len(indices))):
             raise ValueError("vocabulary indices are not 0..N-1 without gaps")
@@ -284,22 +319,35 @@ def _architecture_without_attention() -> str:
 def assemble(path: Path, config: CaptionerConfig, vocab: Vocabulary, state: Mapping[str, torch.Tensor],
              epoch: int = 0, metrics: dict[str, Any] | None = None) -> Checkpoint:
     """The model of `config` holding exactly `state` (every key, every shape), or a CheckpointError; in
-    eval mode, with `model.vocab` set so that explain() and the caption helpers need not be handed it."""
+    eval mode, with `model.vocab` set so that explain() and the caption helpers need not be handed it.
+    The model is first built without memory (on torch's meta device) and compared with `state`, so a
+    config that does not fit the file's tensors never allocates its model, however large it claims to be."""
+    try:
+        check_types(config, f"{path}: config")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     if config.vocab_size != len(vocab):
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words but the model was built for "
                               f"{config.vocab_size}")
     try:
+        with torch.device("meta"):
+            check_exact_state(path, build_model(config), state)
         model = build_model(config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad model config ({exc})") from None
-    load_exact_state(path, model, state)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(str(path)) else
+                              f"{path}: bad model config ({describe(exc)})") from None
+    model.load_state_dict(state)
     model.eval()
     model.vocab = vocab
     return Checkpoint(model, vocab, epoch, metrics or {})
 
 
-def load_exact_state(path: Path, model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Load `state` into `model` only when its keys and shapes are exactly the model's."""
+def check_exact_state(path: Path, model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """A CheckpointError unless `state`'s keys and shapes are exactly `model`'s, and its tensors are of a dtype
+    the model's can be loaded from (real numbers, or the integer counters batch norm keeps)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -310,4 +358,5 @@ def load_exact_state(path: Path, model: nn.Module, state: Mapping[str, torch.Ten
         if tensor.shape != expected[key].shape:
             raise CheckpointError(f"{path}: '{key}' has shape {tuple(tensor.shape)}, model expects "
                                   f"{tuple(expected[key].shape)}")
-    model.load_state_dict(state)
+        if tensor.is_complex() or tensor.dtype.is_floating_point != expected[key].dtype.is_floating_point:
+            raise CheckpointError(f"{path}: '{key}' holds {tensor.dtype}, model expects {expected[key].dtype}")

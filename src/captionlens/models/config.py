@@ -29,6 +29,10 @@ class CaptionerConfig:
     dropout: float = 0.3
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout <= 1:  # NaN is refused too
+            raise ValueError(f"dropout must be a number in 0..1, got {self.dropout!r}")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the architecture name, every field, the preprocessing as a dict."""
         data = asdict(self)

@@ -12,6 +12,7 @@ or legacy container and tensors' storages, and every global inside goes through 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import pickletools
 import warnings
@@ -20,13 +21,27 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
 
 class UnsafePickle(pickle.UnpicklingError):
     """A pickle names a global that its format does not need; the message names it."""
+
+
+class BrokenPickle(pickle.UnpicklingError):
+    """A pickle or torch file that cannot be decoded (truncated, corrupted, lengths past its end); the
+    message is one line."""
+
+
+# What decoding a corrupted pickle or torch container raises, from pickle, zipfile and torch's own loaders.
+DECODE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+                 AssertionError, OverflowError, RuntimeError, OSError, zipfile.BadZipFile)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 class Pickled:
@@ -73,8 +88,46 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
         if full not in self.allowed:
-            raise UnsafePickle(f"refused to unpickle the global {full} (not part of this format)")
+            raise UnsafePickle(f"refused to unpickle the global {full!r} (not part of this format)")
         return self.allowed[full]
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._file = file
+
+    def load(self) -> Any:
+        """Check the next pickle's lengths and memo indices against the file before unpickling it: the C
+        unpickler allocates what a FRAME or BINBYTES8 declares before reading it, and a memo as long as the
+        largest index, so one corrupted number would allocate gigabytes."""
+        file = self._file
+        start = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(start)
+        try:
+            for opcode, arg, _ in pickletools.genops(cast(IO[bytes], _Clamped(file, end))):  # reads and readlines only
+                if opcode.name == "FRAME" and arg > end - file.tell():
+                    raise BrokenPickle(f"a frame of {arg} bytes, past the end of the file")
+                if opcode.name in _PUT_OPS and isinstance(arg, int) and arg > end:
+                    raise BrokenPickle(f"a memo index {arg} larger than the file")
+        except (ValueError, EOFError, OverflowError) as exc:
+            raise BrokenPickle(_one_line(exc)) from None
+        finally:
+            file.seek(start)
+        return super().load()
+
+
+class _Clamped:
+    """A file whose reads stop at `end`, so that scanning a corrupted length reads no more than the file."""
+
+    def __init__(self, file: Any, end: int) -> None:
+        self.file, self.end = file, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.end - self.file.tell(), 0)
+        return self.file.read(left if n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.file.readline()
 
 
 def restricted_pickle_module(allowed: Mapping[str, Any]) -> SimpleNamespace:
@@ -90,22 +143,33 @@ def restricted_pickle_module(allowed: Mapping[str, Any]) -> SimpleNamespace:
 
 
 def load_pickle(path: Path, allowed: Mapping[str, Any]) -> Any:
-    """Unpickle a plain pickle file with only `allowed` globals."""
-    with open(path, "rb") as fh:
-        return restricted_pickle_module(allowed).load(fh)
+    """Unpickle a plain pickle file with only `allowed` globals; a corrupted file raises `BrokenPickle`."""
+    try:
+        with open(path, "rb") as fh:
+            return restricted_pickle_module(allowed).load(fh)
+    except (UnsafePickle, BrokenPickle):
+        raise
+    except DECODE_ERRORS as exc:
+        raise BrokenPickle(_one_line(exc)) from None
 
 
 def load_torch(path: Path, allowed: Mapping[str, Any]) -> Any:
     """`torch.load` of a zip or legacy torch file, tensors on the CPU, globals limited to `allowed`
-    plus `TENSOR_GLOBALS`. TorchScript archives are refused (torch.load would run them)."""
-    if is_torchscript(path):
-        raise UnsafePickle(f"{path} is a TorchScript archive (torch.jit.save), not a checkpoint of weights")
+    plus `TENSOR_GLOBALS`. TorchScript archives are refused (torch.load would run them); a corrupted file
+    raises `BrokenPickle`."""
     module = restricted_pickle_module({**TENSOR_GLOBALS, **allowed})
-    with warnings.catch_warnings():
-        # The legacy format stores each pickled module class's source for torch to compare with the loaded
-        # class's; a stand-in has none (given one, it would differ, and torch would warn that it changed).
-        warnings.filterwarnings("ignore", message=SOURCE_CHECK_WARNING, category=UserWarning)
-        return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+    try:
+        if is_torchscript(path):
+            raise UnsafePickle("a TorchScript archive (torch.jit.save), not a checkpoint of weights")
+        with warnings.catch_warnings():
+            # The legacy format stores each pickled module class's source for torch to compare with the loaded
+            # class's; a stand-in has none (given one, it would differ, and torch would warn that it changed).
+            warnings.filterwarnings("ignore", message=SOURCE_CHECK_WARNING, category=UserWarning)
+            return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+    except (UnsafePickle, BrokenPickle):
+        raise
+    except DECODE_ERRORS as exc:
+        raise BrokenPickle(_one_line(exc)) from None
 
 
 def is_torchscript(path: Path) -> bool:
@@ -116,12 +180,19 @@ def is_torchscript(path: Path) -> bool:
 
 
 def pickle_globals(path: Path) -> set[str]:
-    """The globals a pickle or torch file names, read from its opcodes without unpickling anything."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            streams = [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
-    else:
-        streams = [path.read_bytes()]
+    """The globals a pickle or torch file names, read from its opcodes without unpickling anything (as far
+    as a corrupted file can be read)."""
+    streams: list[bytes] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    if name.endswith(".pkl"):
+                        streams.append(archive.read(name))
+        else:
+            streams.append(path.read_bytes())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):  # ValueError includes UnicodeDecodeError
+        pass
     found: set[str] = set()
     for data in streams:
         found |= _globals_in(io.BytesIO(data))

@@ -36,7 +36,14 @@ from captionlens.models.importers.common import (
     unwrap_data_parallel,
     write,
 )
-from captionlens.models.safe_pickle import UnsafePickle, children, is_torchscript, load_torch, module_state, stand_in
+from captionlens.models.safe_pickle import (
+    BrokenPickle,
+    UnsafePickle,
+    children,
+    load_torch,
+    module_state,
+    stand_in,
+)
 from captionlens.models.show_attend_tell import ATTENTION_ACTIVATIONS, ShowAttendTellConfig
 
 TUTORIAL_CLASSES = ("models.Encoder", "models.DecoderWithAttention", "models.Attention")
@@ -75,13 +82,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        if is_torchscript(path):
-            raise UnsafePickle("a TorchScript archive (torch.jit.save), not the tutorial's checkpoint")
         data = load_torch(path, GLOBALS)
+    except BrokenPickle as exc:
+        raise ConversionError(f"{path}: truncated or not a PyTorch checkpoint ({exc})") from None
     except UnsafePickle as exc:
         raise ConversionError(f"{path}: {exc}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ConversionError(f"{path}: truncated or not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not {"encoder", "decoder"} <= set(data):
         raise ConversionError(f"{path}: expected the tutorial's checkpoint dict with 'encoder' and 'decoder'")
     for key, expected in (("encoder", "models.Encoder"), ("decoder", "models.DecoderWithAttention")):

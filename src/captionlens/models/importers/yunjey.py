@@ -36,7 +36,7 @@ from captionlens.models.importers.common import (
     without_data_parallel_prefix,
     write,
 )
-from captionlens.models.safe_pickle import UnsafePickle, load_pickle, stand_in
+from captionlens.models.safe_pickle import BrokenPickle, UnsafePickle, load_pickle, stand_in
 from captionlens.models.show_tell import ShowTellConfig
 
 VOCABULARY_CLASS = "Vocabulary"  # build_vocab.py's class; pickled as __main__.Vocabulary when run as a script
@@ -86,10 +86,10 @@ def read_vocab(path: Path) -> list[str]:
         raise FileNotFoundError(f"vocabulary not found: {path}")
     try:
         obj = load_pickle(path, VOCAB_GLOBALS)
+    except BrokenPickle as exc:
+        raise ConversionError(f"{path}: not a pickled vocabulary ({exc})") from None
     except UnsafePickle as exc:
         raise ConversionError(f"{path}: {exc}") from None
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
-        raise ConversionError(f"{path}: not a pickled vocabulary ({type(exc).__name__}: {exc})") from None
     idx2word = vars(obj).get("idx2word") if hasattr(obj, "__dict__") else None
     if not isinstance(idx2word, dict) or not idx2word:
         raise ConversionError(f"{path}: expected a Vocabulary with an 'idx2word' dict, got {type(obj).__name__}")
