@@ -53,16 +53,30 @@ class CaptionModel(nn.Module):
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         raise NotImplementedError
 
-    def teacher_forced_hidden(self, features: torch.Tensor,
-                              captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor,
+                              lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, captions: torch.Tensor,
-                image_index: torch.Tensor | None = None) -> CaptionOutput:
+    def forward(self, images: torch.Tensor, captions: torch.Tensor, image_index: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> CaptionOutput:
         """Teacher-forced logits of `captions` (N, L), targets `captions[:, 1:]`. With `image_index` (N,),
-        caption n describes image `image_index[n]`, so each image is encoded once for all its captions."""
+        caption n describes image `image_index[n]`, so each image is encoded once for all its captions.
+        With `lengths` (N,), non-increasing, row n's positions from `lengths[n]` on are padding: they are
+        not computed and come out zero (`check_lengths`)."""
         features = self.encode(images)
         if image_index is not None:
             features = features.index_select(0, image_index)
-        hidden, alphas = self.teacher_forced_hidden(features, captions)
+        hidden, alphas = self.teacher_forced_hidden(features, captions, lengths)
         return CaptionOutput(self.output_logits(hidden), alphas)
+
+
+def check_lengths(lengths: torch.Tensor | None, captions: torch.Tensor) -> None:
+    """`lengths` (N,) of positions to compute per row of `captions` (N, L): at most L - 1 and non-increasing
+    (rows sorted longest first, so the rows still running at a step are a prefix of the batch)."""
+    if lengths is None:
+        return
+    if lengths.shape != captions.shape[:1] or (lengths < 0).any() or (lengths > captions.size(1) - 1).any():
+        raise ValueError(f"lengths must be (N,) in 0..{captions.size(1) - 1} for captions of shape "
+                         f"{tuple(captions.shape)}, got {lengths.tolist()}")
+    if (lengths[1:] > lengths[:-1]).any():
+        raise ValueError("lengths must be non-increasing (rows sorted longest first)")

@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from captionlens.models.base import CaptionModel
+from captionlens.models.base import CaptionModel, check_lengths
 from captionlens.models.config import CaptionerConfig, register_architecture
 from captionlens.models.encoders import SpatialEncoder
 from captionlens.models.protocol import State
@@ -37,6 +37,14 @@ class ShowAttendTellConfig(CaptionerConfig):
     attention_dim: int = 256
     grid_size: int | None = 7
     attention_activation: str = "tanh"
+
+    MAX_GRID_SIZE: ClassVar[int] = 128  # a file's config asking for more would pool to a grid no memory holds
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grid_size is not None and not (isinstance(self.grid_size, int)
+                                               and 1 <= self.grid_size <= self.MAX_GRID_SIZE):
+            raise ValueError(f"grid_size must be None or an integer in 1..{self.MAX_GRID_SIZE}, got {self.grid_size!r}")
 
 
 class AdditiveAttention(nn.Module):
@@ -113,12 +121,23 @@ class ShowAttendTellModel(SeedNotebookAPI, CaptionModel):
         state, trace = self.advance(tokens, state)
         return self.output_logits(state[0]), state, trace.alpha
 
-    def teacher_forced_hidden(self, features: torch.Tensor,
-                              captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor,
+                              lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `lengths`, each step runs only the rows still inside their caption (a prefix of the batch,
+        as Xu et al.'s decreasing batch does), so padding costs nothing."""
+        check_lengths(lengths, captions)
         state = self.init_state(features)
         hiddens, alphas = [], []
-        for t in range(captions.size(1) - 1):
-            state, trace = self.advance(captions[:, t], state)
-            hiddens.append(state[0])
-            alphas.append(trace.alpha)
+        steps, rows = captions.size(1) - 1, features.size(0)
+        running = [rows] * steps if lengths is None else (lengths.cpu() > torch.arange(steps)[:, None]).sum(1).tolist()
+        for t in range(steps):
+            state = tuple(s[:running[t]] for s in state)
+            state, trace = self.advance(captions[:running[t], t], state)
+            hiddens.append(_pad_rows(state[0], rows))
+            alphas.append(_pad_rows(trace.alpha, rows))
         return torch.stack(hiddens, 1), torch.stack(alphas, 1)
+
+
+def _pad_rows(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """`rows` (n, ...) with zero rows appended up to `count`."""
+    return rows if rows.size(0) == count else torch.cat([rows, rows.new_zeros(count - rows.size(0), *rows.shape[1:])])

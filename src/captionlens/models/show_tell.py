@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from captionlens.models.base import CaptionModel
+from captionlens.models.base import CaptionModel, check_lengths
 from captionlens.models.config import CaptionerConfig, register_architecture
 from captionlens.models.encoders import EncoderCNN
 from captionlens.models.protocol import State
@@ -22,6 +22,13 @@ class ShowTellConfig(CaptionerConfig):
     architecture: ClassVar[str] = "show-tell"
     num_layers: int = 1
     head: str = "linear"
+
+    MAX_LAYERS: ClassVar[int] = 64  # a file's config asking for more would build layers past any memory or time
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.num_layers, int) or not 1 <= self.num_layers <= self.MAX_LAYERS:
+            raise ValueError(f"num_layers must be an integer in 1..{self.MAX_LAYERS}, got {self.num_layers!r}")
 
 
 class DecoderRNN(nn.Module):
@@ -57,8 +64,15 @@ class CNNLSTMModel(SeedNotebookAPI, CaptionModel):
         out, (h, c) = self.decoder.lstm(self.decoder.embed(tokens).unsqueeze(1), (h, c))
         return self.output_logits(out.squeeze(1)), (h.transpose(0, 1), c.transpose(0, 1)), None
 
-    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def teacher_forced_hidden(self, features: torch.Tensor, captions: torch.Tensor,
+                              lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """LSTM outputs for inputs [feature, embed(captions[:, :-1])], less the feature's (which would
-        predict <START>): position i predicts captions[:, i + 1]."""
+        predict <START>): position i predicts captions[:, i + 1]. With `lengths`, the padding is packed away."""
+        check_lengths(lengths, captions)
         inputs = torch.cat([features.unsqueeze(1), self.decoder.embed(captions[:, :-1])], dim=1)
-        return self.decoder.lstm(inputs)[0][:, 1:], None
+        if lengths is None:
+            return self.decoder.lstm(inputs)[0][:, 1:], None
+        packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.cpu() + 1, batch_first=True)
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(self.decoder.lstm(packed)[0], batch_first=True,
+                                                      total_length=inputs.size(1))
+        return outputs[:, 1:], None

@@ -75,7 +75,10 @@ def caption_loss(model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
 
     Across processes, both means are over the global batch: sums divided by the counts summed over the
     ranks, times the world size because DistributedDataParallel averages the ranks' gradients."""
-    logits, alphas = model(images, captions, owner)
+    lengths = (captions[:, 1:] != pad_idx).sum(1)
+    order = lengths.argsort(descending=True, stable=True)   # longest first, so padding is never computed
+    captions, owner, lengths = captions[order], owner[order], lengths[order]
+    logits, alphas = model(images, captions, owner, lengths)
     targets = captions[:, 1:]
     ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                              ignore_index=pad_idx, reduction="sum")
