@@ -1,4 +1,13 @@
 """Captions, images and vocabularies: every dataset layout loaded into one `CaptionDataset`."""
+from captionlens.data.coco import (
+    CocoAnnotations,
+    CocoCategory,
+    CocoDataset,
+    CocoImage,
+    CocoInstance,
+    load_coco,
+    load_coco_annotations,
+)
 from captionlens.data.datasets import FORMATS, CaptionTrainingSet, detect_format, load_dataset
 from captionlens.data.flickr import hash_split, load_flickr8k, load_kaggle_flickr8k
 from captionlens.data.flickr30k_entities import (
@@ -31,4 +40,5 @@ __all__ = [
     "load_karpathy", "load_mask", "tokenize", "word_boxes", "word_refs",
     "EntityCounts", "Grounded", "ImageEntities", "Phrase", "entity_counts", "load_entities",
     "load_flickr30k_entities", "word_grounding",
+    "CocoAnnotations", "CocoCategory", "CocoDataset", "CocoImage", "CocoInstance", "load_coco", "load_coco_annotations",
 ]

@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 
+from captionlens.data.coco import CocoDataset
 from captionlens.data.datasets import load_dataset
 from captionlens.data.images import ImageLoadError
 from captionlens.data.records import CaptionRecord
 from captionlens.data.vocabulary import Vocabulary, tokenize
+from captionlens.evaluate.chair import chair_on_coco
 from captionlens.models.captioning import caption_files
 from captionlens.models.checkpoints import load_checkpoint
 from captionlens.models.protocol import Captioner
@@ -127,11 +129,18 @@ def evaluate_model(model: Captioner, records: Sequence[CaptionRecord], vocab: Vo
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                         beam_size: int = 3, max_length: int = 20, batch_size: int = 32, limit: int | None = None,
                         format: str | None = None, device: str | torch.device = "cpu",
-                        metrics: Collection[str] = METRICS) -> dict[str, Any]:
-    """`evaluate_model` of a checkpoint on one split of a dataset (the first `limit` images of it)."""
-    ckpt = load_checkpoint(checkpoint, device)
-    records = load_dataset(data, format).split(split).records[:limit]
+                        metrics: Collection[str] = METRICS, chair: bool = False) -> dict[str, Any]:
+    """`evaluate_model` of a checkpoint on one split of a dataset (the first `limit` images of it); with
+    `chair`, also the CHAIR of its captions (`evaluate.chair.ChairResult.to_json()` under "chair"), which
+    needs a COCO dataset's instance annotations."""
+    dataset = load_dataset(data, format)
+    if chair and not isinstance(dataset, CocoDataset):
+        raise ValueError(f"{data}: CHAIR needs COCO's instance annotations (a COCO folder, --format coco)")
+    records = dataset.split(split).records[:limit]
     if not records:
         raise ValueError(f"{data}: the {split!r} split has no images")
+    ckpt = load_checkpoint(checkpoint, device)
     result = evaluate_model(ckpt.model, records, ckpt.vocab, beam_size, max_length, batch_size, metrics)
+    if isinstance(dataset, CocoDataset) and chair:
+        result["chair"] = chair_on_coco(result["predictions"], dataset.annotations).to_json()
     return {"checkpoint": str(checkpoint), "data": str(data), "split": split, **result}
