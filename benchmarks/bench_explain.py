@@ -30,7 +30,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cams import batch_cams  # noqa: E402
-from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, synchronize  # noqa: E402
+from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, method_rows, synchronize  # noqa: E402
 from lime_bench import lime_section  # noqa: E402
 
 Rows = list[dict]
@@ -41,8 +41,14 @@ def gradcam_section(args: argparse.Namespace) -> Rows:
     return gradcam_rows(specs, torch.device(args.device), args.repeats)
 
 
+def method_section(args: argparse.Namespace) -> Rows:
+    specs = TINY if args.quick else (*RESNET50, *TINY)
+    return method_rows(specs, torch.device(args.device), args.repeats)
+
+
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], Rows]]] = [
     ("Whole-caption Grad-CAM (12 words, one image)", gradcam_section),
+    ("Every engine method, all 12 words, against Grad-CAM", method_section),
     ("LIME for every word (same N and superpixels)", lime_section),
 ]
 

@@ -26,8 +26,8 @@ from torch import nn
 from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.context import ExplainContext
-from captionlens.explain.gradcam import GradCamSettings, gradcam
 from captionlens.explain.maps import upsample
+from captionlens.explain.registry import METHODS
 from captionlens.explain.scoring import caption_tensor, scores_from_features
 from captionlens.explain.target import TargetLayer
 from captionlens.models import CNNLSTMModel, ShowAttendTellConfig, ShowAttendTellModel, ShowTellConfig, decode
@@ -100,13 +100,20 @@ class WordScores(nn.Module):
         return scores_from_features(self.model, self.model.encode(x), self.captions)
 
 
-def ours(s: Setup) -> np.ndarray:
-    """The registered 'gradcam' method on the given caption, the encoder's lower pass included."""
+def registered(s: Setup, name: str) -> np.ndarray:
+    """The registered method `name` with its default settings on the given caption, the encoder's lower
+    pass included, the maps drawn at the photo's resolution."""
     target = TargetLayer(s.model)
     with torch.no_grad():
         activations = target.lower(s.x)
     ctx = ExplainContext(s.model, s.vocab, s.image, s.x, s.captions, s.ids, target, activations)
-    return gradcam([ctx], GradCamSettings())[0].maps
+    method = METHODS[name]
+    return method.explain([ctx], method.settings().for_input(s.model.preprocessing.image_size))[0].maps
+
+
+def ours(s: Setup) -> np.ndarray:
+    """The registered 'gradcam' method on the given caption, the encoder's lower pass included."""
+    return registered(s, "gradcam")
 
 
 def greedy_caption(s: Setup) -> list:
@@ -201,4 +208,27 @@ def gradcam_rows(specs: tuple[ModelSpec, ...], device: torch.device, repeats: in
             rows.append({"model": spec.label, "method": name, "median ms": round(statistics.median(values), 1),
                          "best ms": round(min(values), 1), "x ours": round(ratio, 2), "target": label,
                          "holds": "" if check is None else ("yes" if check(ratio) else "NO")})
+    return rows
+
+
+# The engine's methods (one pass, or one per step, for every word), timed against Grad-CAM's.
+ENGINE_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam", "integrated-gradients",
+                  "attention")
+
+
+def method_rows(specs: tuple[ModelSpec, ...], device: torch.device, repeats: int = 3, n_words: int = 12
+                ) -> list[dict]:
+    """One row per (model, registered engine method): median and best ms, and median / Grad-CAM's median;
+    the target a recommended method must meet is at most 3x Grad-CAM."""
+    rows = []
+    for spec in specs:
+        s = make_setup(spec, device, n_words)
+        names = [n for n in ENGINE_METHODS if s.model.has_attention or not METHODS[n].needs_attention]
+        times = wall_ms({n: (lambda n=n, s=s: registered(s, n)) for n in names}, repeats, device)
+        base = statistics.median(times["gradcam"])
+        for name, values in times.items():
+            ratio = statistics.median(values) / base
+            rows.append({"model": spec.label, "method": name, "median ms": round(statistics.median(values), 1),
+                         "best ms": round(min(values), 1), "x Grad-CAM": round(ratio, 2),
+                         "<= 3x Grad-CAM": "yes" if ratio <= 3 else "NO"})
     return rows

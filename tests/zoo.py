@@ -13,7 +13,8 @@ change here. A test that wants something the builder does not do (sharper decode
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
 from captionlens.models import ARCHITECTURES, build_model
 from captionlens.models.base import CaptionModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from custom_captioner import GRUCaptioner  # noqa: E402
 
 # The words of the generated shapes captions: the conftest fixtures' vocabulary (`vocab`).
 SHAPE_WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "above", "below", "left", "of", "right",
@@ -71,6 +75,36 @@ def tiny_captioner(architecture: str = "show-tell", *, vocab: Vocabulary | Itera
         calibrate_batchnorm(model, image_size)
     if attach_vocab:
         model.vocab = vocab
+    return model.eval()
+
+
+# The models every gradient route is checked on (`gradient_variant`): both architectures, a batch-norm head,
+# both attention nonlinearities and the example's own GRU captioner (a `Captioner` we did not write), 32 px.
+VARIANT_VOCAB = Vocabulary(NUMBERED_WORDS)
+_VARIANT_SIZES = {"vocab": VARIANT_VOCAB, "embed_size": 12, "hidden_size": 16, "attention_dim": 8, "grid_size": 3,
+                  "calibrate": False, "attach_vocab": False}
+_VARIANTS: dict[str, Callable[[], torch.nn.Module]] = {
+    "show-tell": lambda: tiny_captioner("show-tell", **_VARIANT_SIZES),
+    "show-tell, batch-norm head": lambda: tiny_captioner("show-tell", **_VARIANT_SIZES, head="linear-batchnorm"),
+    "show-attend-tell, tanh": lambda: tiny_captioner("show-attend-tell", **_VARIANT_SIZES),
+    "show-attend-tell, relu": lambda: tiny_captioner("show-attend-tell", **_VARIANT_SIZES,
+                                                     attention_activation="relu"),
+    "custom GRU captioner": lambda: GRUCaptioner(VARIANT_VOCAB, channels=8, hidden=12, image_size=32),
+}
+GRADIENT_VARIANTS = tuple(_VARIANTS)
+
+
+def gradient_variant(name: str) -> torch.nn.Module:
+    """The variant `name` of `GRADIENT_VARIANTS` in double precision and eval mode, its batch-norm statistics
+    from noise and its decoder weights doubled (so that activations and gradients are not tiny)."""
+    torch.manual_seed(0)
+    model = _VARIANTS[name]().double()
+    model.train()
+    with torch.no_grad():
+        model.encode(torch.randn(8, 3, 32, 32, dtype=torch.float64))
+        for parameter_name, p in model.named_parameters():
+            if not parameter_name.startswith(("encoder.resnet", "stages")):
+                p.mul_(2.0)
     return model.eval()
 
 

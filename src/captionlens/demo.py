@@ -22,12 +22,17 @@ from captionlens.data.datasets import load_dataset
 from captionlens.data.images import ImageLoadError
 from captionlens.data.shapes import generate_shapes
 from captionlens.evaluate.caption_metrics import evaluate_model
+from captionlens.evaluate.explanations import evaluate_explanations
+from captionlens.evaluate.result import EvaluationConfig
 from captionlens.explain.registry import quick_settings, runnable_methods
 from captionlens.explain.result import CaptionExplanation
+from captionlens.explain.suspect import SuspectRule
 from captionlens.export import EXPLANATION, ExportSummary, export_explanations
 from captionlens.models.captioning import caption_files
 from captionlens.models.checkpoints import load_checkpoint
 from captionlens.models.decoding import Decoded
+from captionlens.models.protocol import Captioner
+from captionlens.reference import BINDING_SEED
 from captionlens.training import TrainConfig, TrainResult, train
 from captionlens.viz.figures import method_comparison, save_figure, word_grid
 
@@ -37,6 +42,8 @@ DEMO_EPOCHS = {"full": 5, "quick": 1}
 N_CAPTIONED = 3
 # The report step: (held-out images, longest caption), every method with its quick settings (`Method.quick_settings`)
 REPORT_SIZES = {"full": (6, 20), "quick": (2, 5)}
+BINDING_SIZES = {"full": 300, "quick": 16}   # scenes the suspect-word rule is chosen on
+CAPTION_METRICS = "caption_metrics.json"
 DOCS_DPI = 80
 
 
@@ -74,7 +81,8 @@ def demo_config(data: Path, out_dir: Path, architecture: str = "show-attend-tell
 
 def run_demo(out_dir: str | os.PathLike, architecture: str = "show-attend-tell", quick: bool = False,
              echo: Callable[[str], None] = print, docs_dir: str | os.PathLike | None = None) -> DemoResult:
-    """Run every step of the demo into `out_dir` (data/, train/, evaluation.json, captions.json, report/);
+    """Run every step of the demo into `out_dir` (data/, train/, caption_metrics.json, captions.json,
+    hallucination/ (scenes built to provoke binding errors and the suspect-word rule chosen on them), report/);
     with `docs_dir`, also write a word grid and a method comparison there as small PNGs (for the README)."""
     out = Path(out_dir)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -89,26 +97,45 @@ def run_demo(out_dir: str | os.PathLike, architecture: str = "show-attend-tell",
     with steps.timed("evaluate", f"captioning the {len(test_records)} test images ..."):
         evaluation = {"checkpoint": str(trained.best_checkpoint), "split": "test",
                       **evaluate_model(best.model, test_records, best.vocab, metrics=("BLEU", "ROUGE-L", "CIDEr"))}
-        _write_json(out / "evaluation.json", evaluation)
+        _write_json(out / CAPTION_METRICS, evaluation)
     with steps.timed("caption", f"captioning {N_CAPTIONED} held-out images ..."):
         shown = test_records[:N_CAPTIONED]
         decoded = caption_files(best.model, [r.image_path for r in shown], best.vocab)
         captions = [{"image": str(r.image_path), "caption": _caption(d), "reference": r.captions[0]}
                     for r, d in zip(shown, decoded)]
         _write_json(out / "captions.json", captions)
+    n_binding = BINDING_SIZES["quick" if quick else "full"]
+    with steps.timed("suspect", f"choosing a suspect-word rule on {n_binding} scenes built to provoke binding "
+                                f"errors ..."):
+        rule = _suspect_rule(best.model, out / "hallucination", n_binding)
+        echo(f"  suspect words: {rule.describe()}" if rule else "  too few unsupported words to choose a rule")
     n_report, max_length = REPORT_SIZES["quick" if quick else "full"]
     methods = runnable_methods(best.model)
     with steps.timed("report", f"explaining {n_report} held-out images with {', '.join(methods)} ..."):
         exported = export_explanations(best.model, [r.image_path for r in test_records[:n_report]], out / "report",
                                        methods, max_length=max_length, figures="none", progress=False,
-                                       settings=quick_settings(methods, best.model.preprocessing.image_size))
+                                       settings=quick_settings(methods, best.model.preprocessing.image_size),
+                                       suspect_rule=rule)
         docs = _docs_figures(exported, Path(docs_dir)) if docs_dir else {}
     files = {"data": data, "checkpoint": trained.last_checkpoint, "best checkpoint": trained.best_checkpoint,
              "training log": trained.out_dir / "train_log.jsonl", "curves": trained.out_dir / "training_curves.png",
-             "evaluation": out / "evaluation.json", "captions": out / "captions.json", **docs}
+             "caption metrics": out / CAPTION_METRICS, "captions": out / "captions.json",
+             "suspect rule": out / "hallucination" / "evaluation.json", **docs}
     if exported.index_html is not None:
         files["report"] = exported.index_html
     return DemoResult(out, trained, evaluation["metrics"], captions, steps.timings, files)
+
+
+def _suspect_rule(model: Captioner, out: Path, images: int) -> SuspectRule | None:
+    """The suspect-word rule the hallucination evaluation chooses for `model` on `images` binding scenes
+    (statistics that need no map: the words' log-prob and image share), saved as out/evaluation.json."""
+    scenes = generate_shapes(out / "data", n_train=0, n_val=0, n_test=images, image_size=96, seed=BINDING_SEED,
+                             scenes="binding")
+    config = EvaluationConfig(methods=(), limit=None, faithfulness_images=0, sanity_images=0)
+    evaluation = evaluate_explanations(model, scenes, "shapes", config)
+    evaluation.save(out / "evaluation.json")
+    chosen = evaluation.hallucination.rule if evaluation.hallucination else None
+    return chosen.rule if chosen else None
 
 
 def _docs_figures(exported: ExportSummary, docs_dir: Path) -> dict[str, Path]:

@@ -23,6 +23,7 @@ from captionlens.training import TrainConfig, TrainResult, train
 
 REFERENCE_DATA = {"n_train": 3000, "n_val": 200, "n_test": 200, "image_size": 96, "seed": 0}
 REFERENCE_EPOCHS = 10
+BINDING_IMAGES, BINDING_SEED = 1000, 7
 REFERENCE_CHECKPOINT = Path(str(resources.files("captionlens") / "assets" / "reference-shapes.safetensors"))
 
 
@@ -37,10 +38,17 @@ def reference_model(device: str = "cpu") -> Checkpoint:
 def reference_data(out_dir: str | os.PathLike, held_out_only: bool = True) -> Path:
     """The reference model's scenes in `out_dir`: by default its val and test splits only (the same
     images as in its full dataset), else every split it was trained on."""
-    sizes = dict(REFERENCE_DATA)
-    if held_out_only:
-        sizes["n_train"] = 0
-    return generate_shapes(out_dir, **sizes)
+    data = REFERENCE_DATA
+    return generate_shapes(out_dir, n_train=0 if held_out_only else data["n_train"], n_val=data["n_val"],
+                           n_test=data["n_test"], image_size=data["image_size"], seed=data["seed"])
+
+
+def binding_data(out_dir: str | os.PathLike, images: int = BINDING_IMAGES) -> Path:
+    """Held-out scenes built to provoke binding errors (`data.shapes`, scenes="binding"), at the reference
+    data's size and another seed: where the reference and demo models write unsupported words, for the
+    hallucination tests. Their test split holds the `images` scenes."""
+    return generate_shapes(out_dir, n_train=0, n_val=0, n_test=images, image_size=REFERENCE_DATA["image_size"],
+                           seed=BINDING_SEED, scenes="binding")
 
 
 def train_reference(out_dir: str | os.PathLike) -> TrainResult:

@@ -17,13 +17,19 @@ from captionlens.data.vocabulary import Vocabulary
 from captionlens.evaluate import EvaluationConfig, ExplanationEvaluation, evaluate_explanations, load_suspect_rule
 from captionlens.evaluate.result import Insight, MethodMeasures
 from captionlens.evaluate.stats import Rate
+from captionlens.explain.registry import method_label
 from captionlens.models import load_checkpoint
 from captionlens.viz.evaluation import save_evaluation
 from zoo import tiny_captioner
 
 METHOD_KEYS = ("pointing_game", "pointing_game_random", "relevance_mass", "relevance_mass_random",
                "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random",
-               "disappearance_rate", "sanity", "by_class")   # some of the keys the README documents
+               "disappearance_rate", "sanity", "by_class", "pointing_game_caption_mean", "pointing_game_activation",
+               "relevance_mass_caption_mean", "relevance_mass_activation", "relevance_rank_caption_mean",
+               "relevance_rank_activation", "mask_auc_caption_mean", "mask_auc_activation", "localisation_margin",
+               "selectivity", "word_randomisation", "verdict")   # keys the README documents
+ALL_METHODS = {"gradcam", "gradcam++", "attention", "lime", "occlusion", "hirescam", "layercam", "xgradcam",
+               "eigencam", "integrated-gradients"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def reference_evaluation(reference):
 def test_the_result_is_typed_and_its_json_has_the_documented_keys(reference_evaluation, tmp_path):
     evaluation = reference_evaluation[0]
     assert evaluation.dataset.format == "shapes" and evaluation.dataset.images == 40
-    assert set(evaluation.methods) == {"gradcam", "gradcam++", "attention", "lime", "occlusion"}
+    assert set(evaluation.methods) == ALL_METHODS
     for measures in evaluation.methods.values():
         assert isinstance(measures, MethodMeasures) and isinstance(measures.pointing_game, Rate)
         assert {"shape noun", "colour adjective", "size adjective", "function word"} <= set(measures.by_class)
@@ -54,10 +60,42 @@ def test_the_result_is_typed_and_its_json_has_the_documented_keys(reference_eval
     for method in data["methods"].values():
         assert set(METHOD_KEYS) <= set(method) and {"intervals", "words"} <= set(method)
     assert {"words", "unsupported", "auc", "log_prob_auc", "rule", "held_out"} <= set(data["hallucination"])
+    for method in data["methods"].values():
+        assert {"layers", "verdict", "rule", "failed_at"} <= set(method["sanity"])
+        assert {"spearman", "interval", "verdict"} <= set(method["word_randomisation"])
+        assert {"pointing_game", "interval"} <= set(method["localisation_margin"])
+        assert {"deletion", "deletion_random", "interval"} <= set(method["selectivity"])
+        assert {"trusted", "reasons"} <= set(method["verdict"])
+    assert {"recommended", "recommended_because"} <= set(data) and data["settings"]["target_layer"] == "layer3"
     # one round trip through the file: the same types and values, explanations aside
     again = ExplanationEvaluation.load(evaluation.save(tmp_path / "evaluation.json"))
     assert again == evaluation and again.explanations == () and again.to_json() == data
     assert load_suspect_rule(tmp_path / "evaluation.json") == hallucination.rule.rule
+
+
+def test_a_map_that_ignores_the_word_fails_and_the_recommended_method_passes_everything(reference_evaluation,
+                                                                                          tmp_path):
+    """EigenCAM (the trunk's first principal component: the same map for every word) and attention (the
+    weights of a step are set before its word is chosen) cannot pass word randomisation; EigenCAM also
+    fails the sanity check's first step. The recommended method is trusted and beats every word-blind map."""
+    evaluation = reference_evaluation[0]
+    eigencam, attention = evaluation.methods["eigencam"], evaluation.methods["attention"]
+    assert eigencam.word_randomisation.spearman.value == pytest.approx(1.0)
+    assert eigencam.word_randomisation.verdict == "fail" and eigencam.sanity.failed_at == "decoder and head"
+    assert not eigencam.verdict.trusted and any(r.startswith("word randomisation") for r in eigencam.verdict.reasons)
+    assert attention.word_randomisation.spearman.value == pytest.approx(1.0) and not attention.verdict.trusted
+    for name, measures in evaluation.methods.items():          # the verdict is exactly the tests' outcomes
+        assert measures.verdict.trusted == (not measures.verdict.reasons), name
+    best = evaluation.methods[evaluation.recommended]
+    assert best.verdict.trusted and best.localisation_margin.pointing_game.low > 0
+    assert best.selectivity.deletion.low > 0 and best.word_randomisation.verdict == "pass"
+    assert best.sanity.verdict == "pass" and evaluation.recommended_because.startswith(
+        method_label(evaluation.recommended))
+    from captionlens.cli import methods_and_rule
+    path = evaluation.save(tmp_path / "evaluation.json")
+    names, rule = methods_and_rule(None, path, None)          # `captionlens explain --evaluation evaluation.json`
+    assert names[0] == evaluation.recommended and rule == evaluation.hallucination.rule.rule
+    assert methods_and_rule("gradcam", path, None)[0][0] == "gradcam"     # --methods wins
 
 
 def test_localisation_equals_quantus_on_the_same_maps_and_masks(reference_evaluation):
@@ -92,6 +130,9 @@ def test_the_reference_model_points_faithfully_and_beats_every_baseline(referenc
     best = max(methods.values(), key=lambda m: m.pointing_game.value)
     assert best.pointing_game.low >= 0.55                                 # the interval's low end, not the value
     for name, method in methods.items():
+        if name == "eigencam":       # the word-independent control: pointing below the activation map's own
+            assert method.pointing_game.value < method.pointing_game_activation.value
+            continue
         assert method.pointing_game.value > method.pointing_game_random.value + 0.2, name
         assert method.mask_auc.value > 0.6, name
         assert method.deletion_auc.value < method.deletion_auc_random.value, name      # hiding it hurts more

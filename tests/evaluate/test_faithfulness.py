@@ -9,6 +9,7 @@ import torch
 from captionlens.evaluate.faithfulness import (
     cell_ranks,
     curve_area,
+    deletion_selectivity,
     maps_at_input,
     perturbation_curves,
     random_ranks,
@@ -58,6 +59,9 @@ def test_curves_equal_a_brute_force_loop_over_hand_made_images():
                 inserted = torch.where(hide, image, mean)
                 assert curves.deletion[k, t, s] == pytest.approx(_score(model, deleted, ids, t), abs=1e-5)
                 assert curves.insertion[k, t, s] == pytest.approx(_score(model, inserted, ids, t), abs=1e-5)
+                for other in range(len(ids)):           # every word's score under word t's deletion
+                    assert curves.deletion_all[k, t, other, s] == pytest.approx(
+                        _score(model, deleted, ids, other), abs=1e-5)
     np.testing.assert_allclose(curves.deletion_auc, np.trapezoid(curves.deletion, dx=1 / steps, axis=-1), atol=1e-6)
 
 
@@ -93,10 +97,10 @@ def test_word_disappearance_equals_captioning_each_hidden_image():
     word_cells, shared = cell_ranks(maps, grid), random_ranks(1, grid * grid, torch.Generator().manual_seed(1))
     gone = word_disappearance(model, image, ids, word_cells, shared, grid=grid, cells=cells, max_length=6,
                               batch_size=3)
-    assert gone.shape == (2, len(ids))
+    assert gone.shape == (2, len(ids), len(ids))
     mean = image.mean((2, 3), keepdim=True)
     cell = SIZE // grid
-    for t, word in enumerate(ids):
+    for t in range(len(ids)):
         # the oracle: the word map's `cells` highest cell means, hidden by hand
         means = maps[0, t].view(grid, cell, grid, cell).mean((1, 3)).flatten()
         for k, chosen in enumerate([torch.argsort(-means, stable=True)[:cells], torch.argsort(shared[0])[:cells]]):
@@ -104,7 +108,23 @@ def test_word_disappearance_equals_captioning_each_hidden_image():
             hide[chosen] = True
             hide = hide.view(grid, grid).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
             caption = decode(model, torch.where(hide, mean, image), model.vocab, max_length=6)[0].token_ids
-            assert gone[k, t] == (caption.count(word) < ids.count(word))
+            for s, other in enumerate(ids):             # every word of the caption under word t's hiding
+                assert gone[k, t, s] == (caption.count(other) < ids.count(other))
+
+
+def test_selectivity_is_the_own_words_fall_beyond_the_others_by_hand():
+    """Word 0's deletion lowers word 0 by 2 and the others by 1 at every point past the first: selectivity 1
+    over the area (the first point is the intact image); a deletion that lowers every word alike: 0."""
+    points = 5
+    scores = np.zeros((1, 3, 3, points))
+    scores[0, 0, :, 1:] = -1.0
+    scores[0, 0, 0, 1:] = -2.0
+    scores[0, 1, :, 1:] = -3.0                       # word 1's deletion hurts all words by 3: no selectivity
+    scores[0, 2, 2, 1:] = 0.5                        # word 2's deletion raises it: negative selectivity
+    selectivity = deletion_selectivity(scores)
+    area = curve_area(np.r_[0.0, np.ones(points - 1)])
+    np.testing.assert_allclose(selectivity[0], [area, 0.0, -0.5 * area])
+    assert np.isnan(deletion_selectivity(np.zeros((1, 1, 1, points)))).all()   # one word: nothing to compare
 
 
 def test_disappearance_refuses_more_cells_than_the_grid_has():

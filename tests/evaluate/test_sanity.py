@@ -73,10 +73,24 @@ def test_a_map_of_the_image_alone_fails_and_gradcam_passes(monkeypatch, attentio
                                                       NoSettings, image_only))
     rng = np.random.default_rng(1)
     images = [image, rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)]
-    result = sanity_check(attention_model, images, [caption, "a blue square"], ["brightness", "gradcam"])
+    result = sanity_check(attention_model, images, [caption, "a blue square"], ["brightness", "gradcam", "eigencam"])
     brightness = result["brightness"]
     assert [step.spearman for step in brightness.layers] == pytest.approx([1.0] * 5)
     assert [step.ssim for step in brightness.layers] == pytest.approx([1.0] * 5)
     assert brightness.verdict == "fail" and str(PASS_BELOW) in brightness.rule
+    assert brightness.failed_at == "decoder and head"
     gradcam = result["gradcam"]
-    assert gradcam.layers[-1].spearman < PASS_BELOW and gradcam.verdict == "pass"
+    assert gradcam.layers[-1].spearman < PASS_BELOW and gradcam.verdict == "pass" and gradcam.failed_at is None
+    assert [step.required for step in gradcam.layers] == [True, False, False, False, True]
+
+
+def test_a_map_of_the_trunk_alone_fails_at_the_decoder_step_though_the_trunk_changes_it(attention_model, image,
+                                                                                          caption):
+    """EigenCAM reads the trunk's activations only: randomising the decoder leaves it as it was (it cannot
+    tell which word it explains), randomising the trunk changes it. The first required step fails it."""
+    rng = np.random.default_rng(2)
+    images = [image, rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)]
+    eigencam = sanity_check(attention_model, images, [caption, "a blue square"], ["eigencam"])["eigencam"]
+    assert eigencam.layers[0].spearman == pytest.approx(1.0)
+    assert eigencam.layers[-1].spearman < 0.8                              # the trunk's randomisation changes it
+    assert (eigencam.verdict, eigencam.failed_at) == ("fail", "decoder and head")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from captionlens.evaluate.hallucination import measure_hallucination
+from captionlens.evaluate.hallucination import bootstrap_auc, measure_hallucination
 from captionlens.evaluate.words import phrase_shapes, shapes_class, shapes_support, shapes_truths
 from captionlens.explain.suspect import SuspectRule
 
@@ -83,3 +83,36 @@ def test_suspect_rule_flags_at_or_past_the_threshold_and_checks_itself():
         SuspectRule(statistic="entropy", direction="below", threshold=0.5)
     with pytest.raises(ValueError, match="direction must be"):
         SuspectRule(statistic="log_prob", direction="under", threshold=0.5)
+
+
+def test_bootstrap_aucs_equal_sklearn_on_each_resample():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 60)
+    values = np.round(rng.normal(size=60), 1)                    # ties included
+    draws = rng.integers(0, 60, size=(40, 60))
+    ours = bootstrap_auc(labels, values, draws)
+    expected = [roc_auc_score(labels[d], values[d]) if len(set(labels[d])) > 1 else np.nan for d in draws]
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    assert np.isnan(bootstrap_auc(np.zeros(5, int), np.arange(5.0), np.arange(5)[None])[0])   # one class only
+
+
+def test_the_image_share_is_a_candidate_with_an_interval_and_every_auc_has_one():
+    """Unsupported words lean on the caption (low image share): the image share separates them, the rule
+    can pick it, and every AUC and held-out rate comes with an interval around it."""
+    rng = np.random.default_rng(6)
+    n = 400
+    unsupported = rng.random(n) < 0.2
+    share = np.where(unsupported, rng.uniform(0.0, 0.5, n), rng.uniform(0.3, 1.0, n))
+    log_prob = rng.normal(size=n)                                  # uninformative
+    images = np.arange(n) // 4
+    measures = measure_hallucination((~unsupported).tolist(), ["colour adjective"] * n, images.tolist(),
+                                     {"m": {"entropy": rng.random(n)}}, log_prob, share)
+    assert measures.image_share_auc == pytest.approx(roc_auc_score(unsupported, share))
+    low, high = measures.image_share_auc_interval
+    assert low < measures.image_share_auc < high and high < 0.3          # low shares flag unsupported words
+    assert measures.rule.rule.statistic == "image_share" and measures.rule.rule.direction == "below"
+    m_low, m_high = measures.auc_intervals["m"]["entropy"]
+    assert m_low < measures.auc["m"]["entropy"] < m_high
+    held = measures.held_out
+    assert held.true_positive_rate_interval[0] <= held.true_positive_rate <= held.true_positive_rate_interval[1]
+    assert held.false_positive_rate_interval[0] <= held.false_positive_rate <= held.false_positive_rate_interval[1]

@@ -41,3 +41,25 @@ def test_one_batched_pass_across_images_equals_each_image_alone(attention_model,
         for name in methods:
             np.testing.assert_allclose(batched[name].raw, alone[name].raw, rtol=1e-4, atol=1e-7)
             np.testing.assert_allclose(batched[name].maps, alone[name].maps, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("model_name", ["show_tell_model", "attention_model"])
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "integrated-gradients", "occlusion", "lime"])
+def test_a_target_word_is_explained_as_the_last_word_of_its_prefix(model_name, method, request, image, caption):
+    """targets: position t explains another word after the caption's own words before t, which is what
+    explaining the caption cut at t, with that word last, gives at its last position."""
+    model = request.getfixturevalue(model_name)
+    words = caption.split()
+    targets = list(words)
+    targets[2], targets[5] = "square", "red"
+    settings = {"lime": {"num_samples": 30}, "occlusion": {"window": 16, "stride": 8}}
+    swapped = explain_batch(model, [image], (method,), captions=[caption], targets=[targets], settings=settings)[0]
+    assert swapped.targets == targets and swapped.tokens == words
+    for t in (2, 5):
+        cut = explain(model, image, (method,), caption=" ".join(words[:t] + [targets[t]]), settings=settings)
+        np.testing.assert_allclose(swapped[method].raw[t], cut[method].raw[t], rtol=1e-4,
+                                   atol=1e-5 * np.abs(cut[method].raw[t]).max() + 1e-9)
+    same = explain(model, image, (method,), caption=caption, settings=settings)
+    np.testing.assert_allclose(swapped[method].raw[0], same[method].raw[0], rtol=1e-4, atol=1e-7)  # own word kept
+    with pytest.raises(ValueError, match="target words not in the model's vocabulary: zebra"):
+        explain_batch(model, [image], (method,), captions=[caption], targets=[["zebra"] * len(words)])

@@ -6,12 +6,20 @@ import pytest
 import torch
 from captum.attr import LayerGradCam
 from PIL import Image
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from captionlens.explain.api import explain, explain_batch
-from captionlens.explain.gradcam import GradCamSettings, word_cams
+from captionlens.explain.gradcam import (
+    GradCamSettings,
+    gradcam_cam,
+    gradcam_plus_plus_cam,
+    hirescam_cam,
+    layercam_cam,
+    word_cams,
+    xgradcam_cam,
+)
 from captionlens.explain.gradients import word_gradients
 from captionlens.explain.maps import normalize_maps
 from captionlens.explain.result import CaptionExplanation, Decoding
@@ -19,6 +27,9 @@ from captionlens.explain.scoring import caption_tensor, padded_captions, scores_
 from captionlens.explain.target import TargetLayer
 
 MODELS = ("show_tell_model", "attention_model")
+CAMS = {"gradcam": gradcam_cam, "gradcam++": gradcam_plus_plus_cam, "hirescam": hirescam_cam,
+        "layercam": layercam_cam, "xgradcam": xgradcam_cam}
+ORACLES = {"hirescam": HiResCAM, "layercam": LayerCAM, "xgradcam": XGradCAM}   # pytorch-grad-cam's classes
 WORDS = (0, 3, 6)
 
 
@@ -43,7 +54,8 @@ def ours(model, x, captions, n_words, kind="gradcam", score="log_prob", shortcut
     target = TargetLayer(model)
     with torch.no_grad():
         activations = target.lower(x)
-    return word_cams(model, target, activations, captions, [n_words], kind, score, shortcut=shortcut)[0].numpy()
+    return word_cams(model, target, activations, captions, [n_words], CAMS[kind], score,
+                     shortcut=shortcut)[0].numpy()
 
 
 def batch_cams(model, images, captions, vocab, kind="gradcam", max_batch=256) -> list[np.ndarray]:
@@ -52,7 +64,7 @@ def batch_cams(model, images, captions, vocab, kind="gradcam", max_batch=256) ->
     with torch.no_grad():
         activations = target.lower(images)
     cams = word_cams(model, target, activations, padded_captions(captions, vocab), [len(c) for c in captions],
-                     kind, max_batch=max_batch)
+                     CAMS[kind], max_batch=max_batch)
     return [cam.numpy() for cam in cams]
 
 
@@ -134,6 +146,31 @@ def test_gradcam_plus_plus_equals_pytorch_grad_cam(model_name, score, gain, requ
 
 
 @pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("kind", sorted(ORACLES))
+@pytest.mark.parametrize("score", ["log_prob", "logit"])
+def test_element_wise_and_normalised_cams_equal_pytorch_grad_cam(model_name, kind, score, request, vocab, image,
+                                                                  caption):
+    model = request.getfixturevalue(model_name)
+    x, ids, captions = setup(model, vocab, image, caption)
+    mine = ours(model, x, captions, len(ids), kind, score)
+    layer = model.encoder.resnet[-2]
+    with pgc_at_layer_resolution(ORACLES[kind], mine.shape[1:])(WordScores(model, captions, score), [layer]) as cam:
+        for t in WORDS:
+            assert_close(pgc_scale(mine[t]), cam(x, [ClassifierOutputTarget(t)])[0])
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_eigencam_is_pytorch_grad_cams_and_the_same_map_for_every_word(model_name, request, vocab, image, caption):
+    model = request.getfixturevalue(model_name)
+    x, ids, captions = setup(model, vocab, image, caption)
+    mine = explain(model, image, methods=("eigencam",), caption=caption)["eigencam"].raw
+    assert mine.shape[0] == len(ids) and all(np.array_equal(m, mine[0]) for m in mine)   # word-independent
+    layer = model.encoder.resnet[-2]
+    with pgc_at_layer_resolution(EigenCAM, mine.shape[1:])(WordScores(model, captions, "log_prob"), [layer]) as cam:
+        assert_close(pgc_scale(mine[0]), cam(x, [ClassifierOutputTarget(0)])[0])
+
+
+@pytest.mark.parametrize("model_name", MODELS)
 def test_one_pass_equals_backward_per_word(model_name, request, vocab, image, caption):
     model = request.getfixturevalue(model_name)
     x, ids, captions = setup(model, vocab, image, caption)
@@ -142,7 +179,7 @@ def test_one_pass_equals_backward_per_word(model_name, request, vocab, image, ca
     assert_close(ours(model, x, captions, len(ids), shortcut=False), expected)
 
 
-@pytest.mark.parametrize("kind", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("kind", sorted(CAMS))
 def test_pooled_shortcut_equals_spatial_leaf(kind, show_tell_model, vocab, image, caption):
     x, ids, captions = setup(show_tell_model, vocab, image, caption)
     assert_close(ours(show_tell_model, x, captions, len(ids), kind, shortcut=True),
@@ -150,7 +187,7 @@ def test_pooled_shortcut_equals_spatial_leaf(kind, show_tell_model, vocab, image
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-@pytest.mark.parametrize("kind", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("kind", sorted(CAMS))
 def test_batch_over_images_equals_per_image(model_name, kind, request, vocab):
     model = request.getfixturevalue(model_name)
     torch.manual_seed(3)

@@ -5,48 +5,19 @@ cell on their own, which route each model is given, and that a class gets one wr
 from __future__ import annotations
 
 import inspect
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from captionlens.data.vocabulary import Vocabulary
 from captionlens.explain.attention_backward import RecordingLSTMCell, attention_feature_grads
 from captionlens.explain.gradients import _WRITTEN_OUT, gradient_route, register_feature_gradients, word_gradients
 from captionlens.explain.scoring import padded_captions
 from captionlens.explain.target import TargetLayer
 from captionlens.models import ShowAttendTellModel
 from captionlens.registries import origin_of
-from zoo import NUMBERED_WORDS, tiny_captioner
+from zoo import GRADIENT_VARIANTS, VARIANT_VOCAB, gradient_variant
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from custom_captioner import GRUCaptioner  # noqa: E402
-
-VOCAB = Vocabulary(NUMBERED_WORDS)
-# The zoo's sizes for every variant (32 px); `_model` calibrates them its own way, in double precision.
-TINY = {"vocab": VOCAB, "embed_size": 12, "hidden_size": 16, "attention_dim": 8, "grid_size": 3, "calibrate": False,
-        "attach_vocab": False}
-VARIANTS = {
-    "show-tell": lambda: tiny_captioner("show-tell", **TINY),
-    "show-tell, batch-norm head": lambda: tiny_captioner("show-tell", **TINY, head="linear-batchnorm"),
-    "show-attend-tell, tanh": lambda: tiny_captioner("show-attend-tell", **TINY),
-    "show-attend-tell, relu": lambda: tiny_captioner("show-attend-tell", **TINY, attention_activation="relu"),
-    "custom GRU captioner": lambda: GRUCaptioner(VOCAB, channels=8, hidden=12, image_size=32),
-}
 CAPTIONS = [[5, 9, 7, 11, 6], [8, 4], [13, 13, 10]]
-
-
-def _model(variant: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = VARIANTS[variant]().double()
-    model.train()
-    with torch.no_grad():  # batch-norm statistics from noise, so that activations and gradients are not tiny
-        model.encode(torch.randn(8, 3, 32, 32, dtype=torch.float64))
-        for name, p in model.named_parameters():
-            if not name.startswith(("encoder.resnet", "stages")):
-                p.mul_(2.0)
-    return model.eval()
 
 
 def autograd_word_grads(model, target: TargetLayer, activations, captions, lengths, score):
@@ -68,15 +39,15 @@ def _routes(model, target) -> list[str]:
     return [preferred] if preferred == "replicated" else [preferred, "replicated"]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", GRADIENT_VARIANTS)
 @pytest.mark.parametrize("score", ["log_prob", "logit"])
 def test_every_route_equals_autograd_per_word(variant, score):
-    model = _model(variant)
+    model = gradient_variant(variant)
     target = TargetLayer(model)
     images = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
         activations = target.lower(images)
-    captions = padded_captions(CAPTIONS, VOCAB)
+    captions = padded_captions(CAPTIONS, VARIANT_VOCAB)
     lengths = [len(c) for c in CAPTIONS]
     expected = autograd_word_grads(model, target, activations, captions, lengths, score)
     assert expected.abs().amax((1, 2, 3)).min() > 0          # every word's gradient is nonzero
@@ -91,9 +62,9 @@ def test_each_variant_gets_the_route_it_supports():
     expected = {"show-tell": "pooled", "show-tell, batch-norm head": "pooled", "show-attend-tell, tanh": "bptt",
                 "show-attend-tell, relu": "bptt", "custom GRU captioner": "replicated"}
     for variant, route in expected.items():
-        model = _model(variant)
+        model = gradient_variant(variant)
         assert gradient_route(model, TargetLayer(model)) == route, variant
-    show_tell = _model("show-tell")
+    show_tell = gradient_variant("show-tell")
     assert gradient_route(show_tell, TargetLayer(show_tell, "layer2")) == "replicated"  # layer3 lies between
 
 
@@ -104,7 +75,7 @@ def test_a_subclass_does_not_inherit_the_written_out_backward():
             activated, alpha, context, gate = super().attend(h, features, projected)
             return activated, alpha, 2 * context, gate
 
-    config = tiny_captioner("show-attend-tell", **TINY).config      # the zoo's sizes, the subclass's forward
+    config = gradient_variant("show-attend-tell, tanh").config      # the zoo's sizes, the subclass's forward
     torch.manual_seed(0)
     model = ScaledAttention(config).eval()
     assert gradient_route(model, TargetLayer(model)) == "replicated"
@@ -113,7 +84,7 @@ def test_a_subclass_does_not_inherit_the_written_out_backward():
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("score", ["log_prob", "logit"])
 def test_attention_feature_grads_equal_autograd_per_word(activation, score):
-    model = _model(f"show-attend-tell, {activation}")
+    model = gradient_variant(f"show-attend-tell, {activation}")
     torch.manual_seed(0)
     features = torch.randn(3, 9, model.encoder.channels, dtype=torch.float64)
     captions = torch.randint(4, 24, (3, 8))
@@ -135,7 +106,7 @@ def test_attention_feature_grads_equal_autograd_per_word(activation, score):
 
 
 def test_attention_feature_grads_refuse_training_mode_and_unknown_scores():
-    model = _model("show-attend-tell, tanh")
+    model = gradient_variant("show-attend-tell, tanh")
     features, captions = torch.zeros(1, 9, model.encoder.channels, dtype=torch.float64), torch.zeros(1, 3).long()
     with pytest.raises(ValueError, match="score must be 'log_prob' or 'logit', got 'prob'"):
         attention_feature_grads(model, features, captions, [2], "prob")
@@ -185,7 +156,7 @@ def test_the_recording_cell_equals_the_lstm_cell_on_its_weights():
 def test_the_recorded_step_is_the_step_training_and_decoding_take(activation):
     """The written-out backward records `advance` through a `RecordingLSTMCell`; with the default cell
     (the model's `nn.LSTMCell`, which `step` and `teacher_forced_hidden` run) it is the same step."""
-    model = _model(f"show-attend-tell, {activation}").float()
+    model = gradient_variant(f"show-attend-tell, {activation}").float()
     torch.manual_seed(1)
     features = torch.randn(2, 9, model.encoder.channels)
     state = model.init_state(features)

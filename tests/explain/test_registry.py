@@ -28,9 +28,10 @@ from captionlens.viz import method_comparison
 from captionlens.viz.report import write_report
 
 
-def test_the_five_methods_and_their_facts():
-    assert ordered_methods(METHODS) == ["gradcam", "gradcam++", "attention", "lime", "occlusion"]
-    assert sorted(n for n in METHODS if METHODS[n].signed) == ["lime", "occlusion"]
+def test_the_methods_and_their_facts():
+    assert ordered_methods(METHODS) == ["gradcam", "gradcam++", "attention", "lime", "occlusion", "hirescam",
+                                        "layercam", "xgradcam", "eigencam", "integrated-gradients"]
+    assert sorted(n for n in METHODS if METHODS[n].signed) == ["integrated-gradients", "lime", "occlusion"]
     assert [n for n in METHODS if METHODS[n].needs_attention] == ["attention"]
     assert method_label("gradcam++") == "Grad-CAM++" and method_label("unregistered") == "unregistered"
     assert ordered_methods({"occlusion", "zeta", "lime", "gradcam", "attention"}) == [
@@ -136,8 +137,8 @@ def test_an_outside_method_runs_from_the_command_line_and_in_the_evaluation(cent
 
 def test_registering_a_method_name_twice_is_refused_naming_both_places():
     with pytest.raises(ValueError, match=r"method 'gradcam' is registered twice: first by "
-                                         r"captionlens\.explain\.gradcam\.gradcam \(.*gradcam\.py:\d+\), again by "
-                                         r".*test_registry\.py"):
+                                         r"captionlens\.explain\.gradcam\.CAM_VARIANTS\['gradcam'\] "
+                                         r"\(.*gradcam\.py:\d+\), again by .*test_registry\.py"):
         register_method("gradcam", label="again", order=9, signed=False, summary="", settings=CentreSettings)(centre)
     assert METHODS["gradcam"].run is not centre
 

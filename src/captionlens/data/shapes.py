@@ -3,7 +3,9 @@
 Each image holds 1 to 3 distinct coloured shapes on a noisy grey background; its captions are
 true by construction and every word that names something comes with the object it names (and that
 object's exact mask and box). That makes it the ground truth for testing whether an explanation
-of the word "red" points at the red object.
+of the word "red" points at the red object. `scenes="binding"` makes scenes built to provoke binding
+errors instead (three objects, two of one shape and two of one colour, e.g. a red circle, a blue circle
+and a red square): where a captioner writes words no object supports, for the hallucination tests.
 
 Layout written by `generate_shapes(out_dir)`:
   Images/<split>_<n>.png   the scenes
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +72,11 @@ class _Object:
                 "bbox": self.bbox, "centre": self.centre}
 
 
+SCENES = ("mixed", "binding")
+
+
 def generate_shapes(out_dir: str | os.PathLike, n_train: int = 2000, n_val: int = 200, n_test: int = 200,
-                    image_size: int = 96, seed: int = 0) -> Path:
+                    image_size: int = 96, seed: int = 0, scenes: str = "mixed") -> Path:
     """Write the dataset into `out_dir` (see the module doc) and return `out_dir`.
 
     Byte-identical for the same arguments; a folder that already holds a complete dataset made
@@ -78,12 +84,14 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 2000, n_val: int 
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 for the shapes to fit, got {image_size}")
+    if scenes not in SCENES:
+        raise ValueError(f"unknown scenes {scenes!r}; choose one of {', '.join(SCENES)}")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if min(counts.values()) < 0:
         raise ValueError(f"image counts must be >= 0, got {counts}")
     out = Path(out_dir)
     params = {**{f"n_{split}": n for split, n in counts.items()}, "image_size": image_size, "seed": seed,
-              "version": GENERATOR_VERSION}
+              "version": GENERATOR_VERSION, **({"scenes": scenes} if scenes != "mixed" else {})}
     previous = _read_json_or_none(out / SHAPES_JSON)
     if previous is not None and previous.get("params") == params and _files_complete(out, previous):
         return out
@@ -96,7 +104,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 2000, n_val: int 
         for i in range(n):
             rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
             filename = f"{split}_{i:05d}.png"
-            image, mask, objects = _make_scene(rng, image_size)
+            image, mask, objects = _make_scene(rng, image_size, _binding_kinds if scenes == "binding" else _mixed_kinds)
             captions = _make_captions(rng, objects)
             Image.fromarray(image).save(out / "Images" / filename)
             Image.fromarray(mask).save(out / "masks" / filename)
@@ -189,11 +197,29 @@ def _apart(a: tuple[float, ...], b: tuple[float, ...], gap: float) -> bool:
     return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
-def _make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list[_Object]]:
-    """(image (S, S, 3) uint8, label mask (S, S) uint8, objects ordered left to right)."""
+def _mixed_kinds(rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """1 to 3 distinct (shape, colour, size) kinds."""
+    count = int(rng.integers(1, 4))
+    return [_KINDS[k] for k in rng.choice(len(_KINDS), size=count, replace=False)]
+
+
+def _binding_kinds(rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """Three kinds that share features crosswise: (shape A, colour X), (shape A, colour Y), (shape B, colour X)."""
+    shape_a, shape_b = rng.choice(SHAPES, size=2, replace=False)
+    colour_x, colour_y = rng.choice(list(COLOURS), size=2, replace=False)
+    sizes = rng.choice(list(SIZES), size=3)
+    kinds = [(str(shape_a), str(colour_x), str(sizes[0])), (str(shape_a), str(colour_y), str(sizes[1])),
+             (str(shape_b), str(colour_x), str(sizes[2]))]
+    return [kinds[k] for k in rng.permutation(3)]
+
+
+def _make_scene(rng: np.random.Generator, size: int,
+                choose: Callable[[np.random.Generator], list[tuple[str, str, str]]] = _mixed_kinds
+                ) -> tuple[np.ndarray, np.ndarray, list[_Object]]:
+    """(image (S, S, 3) uint8, label mask (S, S) uint8, objects ordered left to right) with the kinds `choose` picks."""
     while True:
-        count = int(rng.integers(1, 4))
-        kinds = [_KINDS[k] for k in rng.choice(len(_KINDS), size=count, replace=False)]
+        kinds = choose(rng)
+        count = len(kinds)
         centres = _place(rng, kinds, size)
         if centres is not None:
             break

@@ -10,6 +10,9 @@
   `grid` x `grid` partition of the model input (ranked by the map's mean over each cell) are filled
   with the mean colour and the image is captioned again (greedy): has the word vanished, i.e. does the
   new caption hold it fewer times than the old one? The baseline hides as many random cells.
+- Word selectivity: both ablations also record every other word of the caption, so that hiding what a
+  word's map points at can be compared with what the same hiding does to the caption's other words
+  (`deletion_selectivity`): damaging the scene lowers every word, a word-specific map lowers its own more.
 Every perturbed image of every word of an image is scored in batches of forward passes.
 """
 from __future__ import annotations
@@ -27,11 +30,14 @@ from captionlens.models.protocol import Captioner, eval_mode, require_vocab
 
 
 @dataclass
-class Curves:
-    """Deletion and insertion curves (K orders, T words, steps + 1 points) and their areas (K, T)."""
+class PerturbationCurves:
+    """Deletion and insertion curves (K orders, T words, steps + 1 points) and their areas (K, T), and
+    `deletion_all` (K, T, T, steps + 1): the score of word s (third axis) as the pixels of word t's order
+    (second axis; an order shared by every word repeats) are deleted."""
 
     deletion: np.ndarray
     insertion: np.ndarray
+    deletion_all: np.ndarray
 
     @property
     def deletion_auc(self) -> np.ndarray:
@@ -77,7 +83,7 @@ def background(image_tensor: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def perturbation_curves(model: Captioner, image_tensor: torch.Tensor, token_ids: Sequence[int],
                         word_ranks: torch.Tensor, shared_ranks: torch.Tensor | None = None, steps: int = 10,
-                        batch_size: int | None = None) -> Curves:
+                        batch_size: int | None = None) -> PerturbationCurves:
     """Deletion and insertion curves of each word t under K + J pixel orders: `word_ranks` (K, T, P),
     one order per word (from its own map, `salience_ranks`), and `shared_ranks` (J, P), one order for
     every word (a random order: its images are scored once, on all words). Point s hides (deletion) or
@@ -96,10 +102,27 @@ def perturbation_curves(model: Captioner, image_tensor: torch.Tensor, token_ids:
     scores = _masked_scores(model, image_tensor, captions, ranks, counts.to(device), index,
                             batch_size or auto_batch_size(image_tensor))          # (rows, T)
     scores = scores.view(len(ranks), steps + 1, 2, t)
-    own = scores[:k * t].view(k, t, steps + 1, 2, t).diagonal(dim1=1, dim2=4)     # (K, steps+1, 2, T)
+    every = scores[:k * t].view(k, t, steps + 1, 2, t)                            # (K, t hid, steps+1, 2, s)
+    own = every.diagonal(dim1=1, dim2=4)                                          # (K, steps+1, 2, T)
     everyone = scores[k * t:]                                                     # (J, steps+1, 2, T)
     both = torch.cat([own, everyone]).permute(0, 3, 1, 2).cpu().numpy()           # (K+J, T, steps+1, 2)
-    return Curves(deletion=both[..., 0], insertion=both[..., 1])
+    shared_all = everyone[:, None, :, 0].expand(-1, t, -1, -1)                    # (J, t, steps+1, s)
+    deletion_all = torch.cat([every[:, :, :, 0], shared_all]).permute(0, 1, 3, 2)  # (K+J, t, s, steps+1)
+    return PerturbationCurves(deletion=both[..., 0], insertion=both[..., 1],
+                              deletion_all=deletion_all.cpu().numpy())
+
+
+def deletion_selectivity(deletion_all: np.ndarray) -> np.ndarray:
+    """(K, T, T, points) -> (K, T): how much more word t's score falls than the caption's other words'
+    (mean over them) as word t's order deletes pixels, as an area over the curve like `curve_area`;
+    nan for a one-word caption. 0: the deletion hurts every word alike."""
+    drop = deletion_all[..., :1] - deletion_all                                  # fall from nothing deleted
+    t = drop.shape[1]
+    if t < 2:
+        return np.full(drop.shape[:2], np.nan)
+    own = np.einsum("kttp->ktp", drop)
+    others = (drop.sum(2) - own) / (t - 1)
+    return curve_area(own - others)
 
 
 def _masked_scores(model: Captioner, image: torch.Tensor, captions: torch.Tensor, ranks: torch.Tensor,
@@ -129,9 +152,10 @@ def cell_ranks(maps: torch.Tensor, grid: int) -> torch.Tensor:
 def word_disappearance(model: Captioner, image_tensor: torch.Tensor, token_ids: Sequence[int],
                        word_ranks: torch.Tensor, shared_ranks: torch.Tensor | None = None, grid: int = 8,
                        cells: int = 6, max_length: int = 20, batch_size: int | None = None) -> np.ndarray:
-    """(K + J, T) bool: whether word t's count in the greedy caption falls once the cells of rank below
-    `cells` are hidden, under `word_ranks` (K, T, grid*grid: one order per word, `cell_ranks`) and
-    `shared_ranks` (J, grid*grid: one order for all words, captioned once)."""
+    """(K + J, T, T) bool: whether word s's count (third axis) in the greedy caption falls once the cells
+    of rank below `cells` of word t's order (second axis) are hidden, under `word_ranks` (K, T, grid*grid:
+    one order per word, `cell_ranks`) and `shared_ranks` (J, grid*grid: one order for all words, captioned
+    once, repeated along the second axis). The diagonal is each word's own disappearance."""
     if not 1 <= cells <= grid * grid:
         raise ValueError(f"cells must be in 1..{grid * grid} for a {grid}x{grid} grid, got {cells}")
     vocab = require_vocab(model)
@@ -148,6 +172,6 @@ def word_disappearance(model: Captioner, image_tensor: torch.Tensor, token_ids: 
         for start in range(0, len(images), batch_size):
             counts += [[d.token_ids.count(w) for w in before]
                        for d in decode(model, images[start:start + batch_size], vocab, max_length=max_length)]
-    fewer = np.asarray(counts) < np.asarray([before.count(w) for w in before])   # (K*T + J, T)
-    own = fewer[:k * t].reshape(k, t, t).diagonal(axis1=1, axis2=2)
-    return np.concatenate([own, fewer[k * t:]])
+    fewer = np.asarray(counts, dtype=np.int64).reshape(-1, t) < np.asarray([before.count(w) for w in before])
+    own = fewer[:k * t].reshape(k, t, t)
+    return np.concatenate([own, np.repeat(fewer[k * t:, None, :], t, axis=1)])

@@ -8,7 +8,9 @@ Claims (the seed's wording) and what measures them:
   "can miss small objects"                        pointing rate on referents below / above the median size
   "attends to background when uncertain"          rank correlation of the word's probability with its map's
                                                   mass on objects (positive: less on objects when unsure)
-  "strong spatial correspondence"                 pointing rate against the random and centre baselines
+  "strong spatial correspondence"                 pointing rate against the random and centre baselines and,
+                                                  what a map that ignores the word also reaches, the word-blind
+                                                  maps (caption-mean, activation energy: `evaluate.trust`)
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ def _noun_class(method: MethodMeasures) -> str | None:
 def insights(methods: Mapping[str, MethodMeasures]) -> list[Insight]:
     """One `Insight` for each of the seed's claims, from an evaluation's per-method measures."""
     labels = {m: method_label(m) for m in methods}
-    out = []
+    out: list[Insight] = []
+    if not methods:
+        return out
 
     rows = []
     for m, v in methods.items():
@@ -73,8 +77,14 @@ def insights(methods: Mapping[str, MethodMeasures]) -> list[Insight]:
     beats = [m for m, p, r, c in pointing if p is not None and p > max(x for x in (r, c, -1.0) if x is not None)]
     detail = "; ".join(f"{labels[m]} {_fmt(p)}" for m, p, _, _ in pointing)
     _, _, random_rate, centre_rate = pointing[0]
+    first = next(iter(methods.values()))
+    blind = [m for m, v in methods.items() if v.localisation_margin is not None
+             and v.localisation_margin.pointing_game.low is not None and v.localisation_margin.pointing_game.low > 0]
     out.append(Insight("Strong spatial correspondence between words and image regions",
                        f"Pointing-game hit rates {detail}, against {_fmt(random_rate)} for a random map and "
                        f"{_fmt(centre_rate)} for a centre-bias map: {len(beats)} of {len(pointing)} methods beat "
-                       "both baselines."))
+                       f"both. But a map that ignores the word also points at objects: the trunk's activation energy "
+                       f"reaches {_fmt(first.pointing_game_activation.value)}, and each method's own caption-mean "
+                       f"map is as word-blind; {len(blind)} of {len(pointing)} methods beat the better word-blind "
+                       f"map with an interval above 0 ({', '.join(labels[m] for m in blind) or 'none'})."))
     return out

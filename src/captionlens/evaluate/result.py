@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captionlens.atomic import atomic_path
-from captionlens.data.records import read_json
+from captionlens.data.records import check_types, describe, read_json
 from captionlens.evaluate.stats import Rate
 from captionlens.explain.suspect import SuspectRule
 
@@ -39,6 +39,7 @@ class EvaluationConfig:
 
     methods: Sequence[str] | None = None    # None: every registered method the model can run
     split: str = "test"
+    target_layer: str | None = None         # the gradient methods' layer (None: the last stage; the result names it)
     limit: int | None = 40                  # images explained and localised
     beam_size: int = 3
     max_length: int = 20
@@ -47,6 +48,7 @@ class EvaluationConfig:
     grid: int = 8                           # word disappearance: cells per side ...
     cells: int = 6                          # ... and how many are hidden
     sanity_images: int = 4
+    report_images: int | None = 200         # the first N explained images kept for the report (None: all)
     batch_size: int = 16                    # images explained together
     seed: int = 0
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # per method, as `explain` takes
@@ -89,28 +91,114 @@ class EvaluatedData:
 
 @dataclass(frozen=True)
 class SanityStep:
-    """Maps compared after one cumulative randomisation step (`randomised`: what has been randomised so far)."""
+    """Maps compared after one cumulative randomisation step (`randomised`: what has been randomised so
+    far); `required`: the verdict reads this step."""
 
     randomised: str
     spearman: float | None
     ssim: float | None
+    required: bool = False
 
 
 @dataclass(frozen=True)
 class SanityResult:
-    """A method's cascading-randomisation curve, its verdict ("pass" / "fail") and the rule that gave it."""
+    """A method's cascading-randomisation curve, its verdict ("pass" / "fail"), the rule that gave it and
+    the required step it failed at (None when it passed)."""
 
     layers: tuple[SanityStep, ...]
     verdict: str
     rule: str
+    failed_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"layers": [dataclasses.asdict(step) for step in self.layers], "verdict": self.verdict,
-                "rule": self.rule}
+                "rule": self.rule, "failed_at": self.failed_at}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SanityResult:
-        return cls(tuple(SanityStep(**step) for step in data["layers"]), data["verdict"], data["rule"])
+        return cls(tuple(SanityStep(**step) for step in data["layers"]), data["verdict"], data["rule"],
+                   data.get("failed_at"))
+
+
+def _rate_json(rate: Rate) -> dict[str, Any]:
+    return {"interval": [rate.low, rate.high], "words": rate.n}
+
+
+def _rate(data: Mapping[str, Any], value_key: str, interval_key: str = "interval", words_key: str = "words") -> Rate:
+    low, high = data.get(interval_key) or (None, None)
+    return Rate(data.get(value_key), low, high, int(data.get(words_key) or 0))
+
+
+@dataclass(frozen=True)
+class WordRandomisation:
+    """Rank correlation of the word's map with the map for another word at the same place, and its verdict."""
+
+    spearman: Rate
+    verdict: str
+    rule: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spearman": self.spearman.value, **_rate_json(self.spearman), "verdict": self.verdict,
+                "rule": self.rule}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WordRandomisation:
+        return cls(_rate(data, "spearman"), data["verdict"], data.get("rule", ""))
+
+
+@dataclass(frozen=True)
+class LocalisationMargin:
+    """The method's pointing-game hit rate minus the better word-blind baseline's (`baseline`), per word."""
+
+    pointing_game: Rate
+    baseline: str                           # "caption_mean" or "activation"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pointing_game": self.pointing_game.value, **_rate_json(self.pointing_game), "baseline": self.baseline}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LocalisationMargin:
+        return cls(_rate(data, "pointing_game"), data["baseline"])
+
+
+@dataclass(frozen=True)
+class Selectivity:
+    """How much more deleting (or hiding) the word's own region hurts the word than the caption's other
+    words, against a random region of the same size (`evaluate.faithfulness`)."""
+
+    deletion: Rate
+    deletion_random: Rate
+    disappearance: Rate
+    disappearance_random: Rate
+
+    def to_json(self) -> dict[str, Any]:
+        """"deletion" with its "interval" and "words" first (the headline), then each other rate with its own."""
+        data: dict[str, Any] = {"deletion": self.deletion.value, "deletion_random": self.deletion_random.value,
+                                **_rate_json(self.deletion)}
+        for name in ("deletion_random", "disappearance", "disappearance_random"):
+            rate = getattr(self, name)
+            data.update({name: rate.value, f"{name}_interval": [rate.low, rate.high], f"{name}_words": rate.n})
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Selectivity:
+        return cls(_rate(data, "deletion"), *(_rate(data, name, f"{name}_interval", f"{name}_words")
+                                              for name in ("deletion_random", "disappearance", "disappearance_random")))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a method's maps can be trusted, and for each test it fails, why (`evaluate.trust`)."""
+
+    trusted: bool
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trusted": self.trusted, "reasons": list(self.reasons)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        return cls(bool(data["trusted"]), tuple(data.get("reasons", ())))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,15 +209,23 @@ class MethodMeasures:
     pointing_game: Rate
     pointing_game_random: Rate
     pointing_game_centre: Rate
+    pointing_game_caption_mean: Rate
+    pointing_game_activation: Rate
     relevance_mass: Rate
     relevance_mass_random: Rate
     relevance_mass_centre: Rate
+    relevance_mass_caption_mean: Rate
+    relevance_mass_activation: Rate
     relevance_rank: Rate
     relevance_rank_random: Rate
     relevance_rank_centre: Rate
+    relevance_rank_caption_mean: Rate
+    relevance_rank_activation: Rate
     mask_auc: Rate
     mask_auc_random: Rate
     mask_auc_centre: Rate
+    mask_auc_caption_mean: Rate
+    mask_auc_activation: Rate
     peak_offset_x: Rate
     peak_offset_y: Rate
     deletion_auc: Rate
@@ -145,9 +241,16 @@ class MethodMeasures:
     pointing_game_large: Rate
     pointing_game_after_shift: Rate
     probability_object_mass_spearman: float | None
+    localisation_margin: LocalisationMargin | None = None
+    selectivity: Selectivity | None = None
+    word_randomisation: WordRandomisation | None = None
     sanity: SanityResult | None = None
+    verdict: Verdict | None = None                         # the whole's only
     by_class: Mapping[str, MethodMeasures] | None = None   # None below the whole (a class's own measures)
-    by_type: Mapping[str, MethodMeasures] = field(default_factory=dict)
+    by_type: Mapping[str, MethodMeasures] = field(default_factory=dict)           # Flickr30k Entities
+    by_category: Mapping[str, MethodMeasures] = field(default_factory=dict)       # COCO
+    by_supercategory: Mapping[str, MethodMeasures] = field(default_factory=dict)  # COCO
+    by_size: Mapping[str, MethodMeasures] = field(default_factory=dict)           # COCO: small, medium, large
 
     def to_json(self) -> dict[str, Any]:
         rates = _rates(self)
@@ -155,26 +258,34 @@ class MethodMeasures:
         data["probability_object_mass_spearman"] = self.probability_object_mass_spearman
         data["intervals"] = {name: [rate.low, rate.high] for name, rate in rates.items()}
         data["words"] = {name: rate.n for name, rate in rates.items()}
-        if self.sanity is not None:
-            data["sanity"] = self.sanity.to_json()
+        for name in ("localisation_margin", "selectivity", "word_randomisation", "sanity", "verdict"):
+            part = getattr(self, name)
+            if part is not None:
+                data[name] = part.to_json()
         if self.by_class is not None:
             data["by_class"] = {name: m.to_json() for name, m in self.by_class.items()}
-        if self.by_type:
-            data["by_type"] = {name: m.to_json() for name, m in self.by_type.items()}
+        for group in ("by_type", "by_category", "by_supercategory", "by_size"):
+            if getattr(self, group):
+                data[group] = {name: m.to_json() for name, m in getattr(self, group).items()}
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MethodMeasures:
-        rates = {}
+        rates: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.type in ("Rate", Rate):
                 low, high = data["intervals"].get(f.name, (None, None))
                 rates[f.name] = Rate(data.get(f.name), low, high, data["words"].get(f.name, 0))
-        return cls(**rates, probability_object_mass_spearman=data.get("probability_object_mass_spearman"),
+        groups: dict[str, Any] = {group: {k: cls.from_json(v) for k, v in data.get(group, {}).items()}
+                                  for group in ("by_type", "by_category", "by_supercategory", "by_size")}
+        parts: dict[str, Any] = {name: kind.from_json(data[name]) for name, kind in (
+            ("localisation_margin", LocalisationMargin), ("selectivity", Selectivity),
+            ("word_randomisation", WordRandomisation), ("verdict", Verdict)) if data.get(name)}
+        return cls(**rates, **parts, probability_object_mass_spearman=data.get("probability_object_mass_spearman"),
                    sanity=SanityResult.from_json(data["sanity"]) if data.get("sanity") else None,
                    by_class=({k: cls.from_json(v) for k, v in data["by_class"].items()}
                              if "by_class" in data else None),
-                   by_type={k: cls.from_json(v) for k, v in data.get("by_type", {}).items()})
+                   **groups)
 
 
 def _rates(measures: MethodMeasures) -> dict[str, Rate]:
@@ -225,13 +336,25 @@ class ChosenRule:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """The chosen rule on the images it was not chosen on."""
+    """The chosen rule on the images it was not chosen on, the rates with bootstrap intervals."""
 
     words: int
     auc: float | None
     true_positive_rate: float | None
     false_positive_rate: float | None
     precision: float | None
+    true_positive_rate_interval: tuple[float | None, float | None] = (None, None)
+    false_positive_rate_interval: tuple[float | None, float | None] = (None, None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {**data, "true_positive_rate_interval": list(self.true_positive_rate_interval),
+                "false_positive_rate_interval": list(self.false_positive_rate_interval)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HeldOut:
+        return cls(**{**data, **{k: tuple(data[k]) for k in ("true_positive_rate_interval",
+                                                             "false_positive_rate_interval") if k in data}})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +368,9 @@ class HallucinationMeasures:
     log_prob_auc_interval: tuple[float | None, float | None]
     auc: Mapping[str, Mapping[str, float | None]]   # method -> statistic -> ROC AUC
     rule: ChosenRule | None
+    auc_intervals: Mapping[str, Mapping[str, tuple[float | None, float | None]]] = field(default_factory=dict)
+    image_share_auc: float | None = None
+    image_share_auc_interval: tuple[float | None, float | None] = (None, None)
     rule_reason: str | None = None                  # why no rule was chosen
     held_out: HeldOut | None = None
 
@@ -253,11 +379,13 @@ class HallucinationMeasures:
             "words": self.words, "unsupported": self.unsupported,
             "by_class": {k: dataclasses.asdict(v) for k, v in self.by_class.items()},
             "log_prob_auc": self.log_prob_auc, "log_prob_auc_interval": list(self.log_prob_auc_interval),
-            "auc": {m: dict(table) for m, table in self.auc.items()}}
+            "image_share_auc": self.image_share_auc, "image_share_auc_interval": list(self.image_share_auc_interval),
+            "auc": {m: dict(table) for m, table in self.auc.items()},
+            "auc_intervals": {m: {s: list(v) for s, v in table.items()} for m, table in self.auc_intervals.items()}}
         if self.rule is None:
             return {**data, "rule": None, "rule_reason": self.rule_reason}
         return {**data, "rule": self.rule.to_json(),
-                "held_out": None if self.held_out is None else dataclasses.asdict(self.held_out)}
+                "held_out": None if self.held_out is None else self.held_out.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HallucinationMeasures:
@@ -265,8 +393,12 @@ class HallucinationMeasures:
                    by_class={k: WordCounts(**v) for k, v in data["by_class"].items()},
                    log_prob_auc=data["log_prob_auc"], log_prob_auc_interval=tuple(data["log_prob_auc_interval"]),
                    auc=data["auc"], rule=ChosenRule.from_json(data["rule"]) if data.get("rule") else None,
+                   auc_intervals={m: {s: tuple(v) for s, v in table.items()}
+                                  for m, table in data.get("auc_intervals", {}).items()},
+                   image_share_auc=data.get("image_share_auc"),
+                   image_share_auc_interval=tuple(data.get("image_share_auc_interval") or (None, None)),
                    rule_reason=data.get("rule_reason"),
-                   held_out=HeldOut(**data["held_out"]) if data.get("held_out") else None)
+                   held_out=HeldOut.from_json(data["held_out"]) if data.get("held_out") else None)
 
 
 @dataclass(frozen=True)
@@ -288,6 +420,8 @@ class ExplanationEvaluation:
     curves: Curves
     hallucination: HallucinationMeasures | None = None
     insights: tuple[Insight, ...] = ()
+    recommended: str | None = None             # the method that passes every test with the best margin
+    recommended_because: str = ""
     seconds: float = 0.0
     explanations: tuple[CaptionExplanation, ...] = field(default=(), repr=False, compare=False)
 
@@ -298,6 +432,8 @@ class ExplanationEvaluation:
         if self.hallucination is not None:
             data["hallucination"] = self.hallucination.to_json()
         data["insights"] = [dataclasses.asdict(i) for i in self.insights]
+        data["recommended"] = self.recommended
+        data["recommended_because"] = self.recommended_because
         data["seconds"] = self.seconds
         return data
 
@@ -309,7 +445,9 @@ class ExplanationEvaluation:
                    curves=Curves.from_json(data["curves"]),
                    hallucination=(HallucinationMeasures.from_json(data["hallucination"])
                                   if data.get("hallucination") else None),
-                   insights=tuple(Insight(**i) for i in data.get("insights", [])), seconds=data.get("seconds", 0.0))
+                   insights=tuple(Insight(**i) for i in data.get("insights", [])),
+                   recommended=data.get("recommended"), recommended_because=data.get("recommended_because", ""),
+                   seconds=data.get("seconds", 0.0))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """evaluation.json, strict JSON, written atomically."""
@@ -320,14 +458,16 @@ class ExplanationEvaluation:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExplanationEvaluation:
-        """An evaluation.json; one ValueError naming the file when it is not one."""
+        """An evaluation.json; one ValueError naming the file when it is not one whole (every field of its type)."""
         data = read_json(Path(path))
         if not isinstance(data, dict) or "methods" not in data:
             raise ValueError(f"{path}: not an explanation evaluation (no 'methods')")
         try:
-            return cls.from_json(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{path}: not a readable explanation evaluation ({type(exc).__name__}: {exc})") from None
+            evaluation = cls.from_json(data)
+            check_types(evaluation, "evaluation")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+            raise ValueError(f"{path}: not a readable explanation evaluation ({describe(exc)})") from None
+        return evaluation
 
 
 def load_suspect_rule(path: str | os.PathLike[str]) -> SuspectRule:
@@ -339,7 +479,12 @@ def load_suspect_rule(path: str | os.PathLike[str]) -> SuspectRule:
             section = data["hallucination"] or {}
             if not section.get("rule"):
                 raise ValueError(f"{path}: the evaluation chose no suspect rule (too few unsupported words)")
-            return ChosenRule.from_json(section["rule"]).rule
-        return SuspectRule.from_json(data)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a suspect rule ({type(exc).__name__}: {exc})") from None
+            rule = ChosenRule.from_json(section["rule"]).rule
+        else:
+            rule = SuspectRule.from_json(data)
+        check_types(rule, "rule")
+        return rule
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a suspect rule ({describe(exc)})") from None

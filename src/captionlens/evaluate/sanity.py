@@ -5,9 +5,12 @@ parameters are randomised cumulatively from the top of the model down — first 
 image trunk (the decoder and the encoder's head), then the trunk's stages from the last to the first —
 and after each step every method's maps of the same captions (teacher-forced) are compared with the
 trained model's: Spearman rank correlation of the map values and SSIM of the min-max normalised maps,
-on maps resized to `size` x `size`. The verdict of a method follows one stated rule (`VERDICT_RULE`):
-it passes when, with the whole model randomised, its maps' mean rank correlation with the trained
-model's is below `PASS_BELOW`.
+on maps resized to `size` x `size`. The verdict of a method follows one stated rule per step
+(`VERDICT_RULE`): two steps are required, the first (the decoder and the encoder's head randomised: the
+part of the model that chooses the word) and the last (every parameter randomised); a method fails at the
+first required step after which its maps' mean rank correlation with the trained model's is not below
+`PASS_BELOW`. Only the first catches a map that ignores the word: a map made from the image and the
+trunk alone survives the first step unchanged and still changes when the trunk is randomised.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from captionlens.explain.result import CaptionExplanation
 from captionlens.models.protocol import Captioner
 
 PASS_BELOW = 0.5
-VERDICT_RULE = (f"passes when, with every parameter randomised, the mean Spearman rank correlation between "
-                f"its maps and the trained model's is below {PASS_BELOW}")
+VERDICT_RULE = (f"passes when the mean Spearman rank correlation between its maps and the trained model's is below "
+                f"{PASS_BELOW} after each required step: the decoder and head randomised (the part that chooses "
+                f"the word), and every parameter randomised")
 
 
 def randomisation_steps(model: Captioner) -> list[tuple[str, list[nn.Module]]]:
@@ -104,24 +108,34 @@ def _resized(maps: np.ndarray, size: int) -> np.ndarray:
 
 def sanity_check(model: Captioner, images: Sequence[ImageLike], captions: Sequence[str], methods: Sequence[str],
                  settings: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
-                 trained: Sequence[CaptionExplanation] | None = None) -> dict[str, SanityResult]:
+                 trained: Sequence[CaptionExplanation] | None = None,
+                 target_layer: str | int | None = None) -> dict[str, SanityResult]:
     """Per method: its maps' similarity to the trained model's after each randomisation step, over every
     word of the given captions of `images` (each method's maps of the trained model in `trained`, or
     computed), and its verdict under `VERDICT_RULE`."""
     if trained is None:
-        trained = explain_batch(model, images, methods, captions=captions, settings=settings)
+        trained = explain_batch(model, images, methods, captions=captions, settings=settings,
+                                target_layer=target_layer)
     steps: dict[str, list[SanityStep]] = {name: [] for name in methods}
+    labels = [label for label, _ in randomisation_steps(model)]
+    required = {labels[0], labels[-1]}
     for label, randomised in cascading_models(model, seed):
-        again = explain_batch(randomised, images, methods, captions=captions, settings=settings)
+        again = explain_batch(randomised, images, methods, captions=captions, settings=settings,
+                              target_layer=target_layer)
         for name in methods:
             pairs = [map_similarity(a[name].maps, b[name].maps) for a, b in zip(trained, again) if a.tokens]
             rho = np.concatenate([p[0] for p in pairs]) if pairs else np.array([])
             ssim = np.concatenate([p[1] for p in pairs]) if pairs else np.array([])
             steps[name].append(SanityStep(label, float(np.mean(rho)) if len(rho) else None,
-                                          float(np.mean(ssim)) if len(ssim) else None))
-    return {name: SanityResult(tuple(layers), _verdict(layers), VERDICT_RULE) for name, layers in steps.items()}
+                                          float(np.mean(ssim)) if len(ssim) else None, label in required))
+    return {name: _result(layers) for name, layers in steps.items()}
 
 
-def _verdict(layers: Sequence[SanityStep]) -> str:
-    final = layers[-1].spearman if layers else None
-    return "pass" if final is not None and final < PASS_BELOW else "fail"
+def _result(layers: Sequence[SanityStep]) -> SanityResult:
+    """The verdict: the first required step the maps survive (correlation not below PASS_BELOW, or
+    nothing measured) is where the method fails."""
+    failed_at = next((step.randomised for step in layers if step.required
+                      and (step.spearman is None or step.spearman >= PASS_BELOW)), None)
+    if not layers:
+        failed_at = "no randomisation step"
+    return SanityResult(tuple(layers), "fail" if failed_at else "pass", VERDICT_RULE, failed_at)

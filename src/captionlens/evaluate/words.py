@@ -11,7 +11,7 @@ rest ("picture", "background", "left", numbers) is "other".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,19 @@ class WordTruth:
     mask: np.ndarray | None = None                      # the referent's pixels (H, W) bool
     box: tuple[float, float, float, float] | None = None  # its [x0, y0, x1, y1), pixels
     supported: bool | None = None
-    types: tuple[str, ...] = field(default_factory=tuple)
+    types: tuple[str, ...] = field(default_factory=tuple)   # Flickr30k Entities' phrase types
+    area: float | None = None                           # the referent's share of the image
+    category: str | None = None                         # COCO: the category the word names ...
+    supercategory: str | None = None                    # ... its supercategory
+    size: str | None = None                             # ... and COCO's size class of its instances
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and self.area is None:
+            self.area = float(np.asarray(self.mask).mean())
+
+    def without_mask(self) -> WordTruth:
+        """This truth with its mask dropped (its area kept): what an evaluation keeps of every word."""
+        return replace(self, mask=None)
 
 
 def function_or_other(token: str) -> str:

@@ -3,7 +3,14 @@
 Importing this package registers every method (`METHODS`) and the Show-Attend-Tell decoder's
 written-out backward.
 """
-from captionlens.explain import attention, attention_backward, gradcam, lime, occlusion  # noqa: F401  (registration)
+from captionlens.explain import (  # noqa: F401  (registration)
+    attention,
+    attention_backward,
+    gradcam,
+    integrated_gradients,
+    lime,
+    occlusion,
+)
 from captionlens.explain.api import check_explain_arguments, explain, explain_batch
 from captionlens.explain.context import ExplainContext
 from captionlens.explain.registry import (

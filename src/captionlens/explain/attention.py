@@ -34,7 +34,8 @@ class AttentionSettings(MethodSettings):
                  settings=AttentionSettings, summary="the decoder's own attention weights; one teacher-forced pass")
 def attention(contexts: Sequence[ExplainContext], settings: AttentionSettings) -> list[MethodMaps]:
     """Teacher-forced alphas of each word on the pooled grid, every image in one pass; `sigma` (grid
-    cells) smooths the drawn maps."""
+    cells) smooths the drawn maps. The alphas of step t are computed before word t is chosen, so they are
+    the same whichever word is scored there (`ExplainContext.targets` changes nothing)."""
     first = contexts[0]
     captions = padded_captions([c.token_ids for c in contexts], first.vocab, first.captions.device)
     with torch.no_grad():

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captionlens.explain.gradients import register_feature_gradients
-from captionlens.explain.scoring import Score, check_score
+from captionlens.explain.scoring import NO_FOIL, Score, check_score
 from captionlens.models.protocol import Captioner
 from captionlens.models.show_attend_tell import ShowAttendTellModel, StepTrace
 
@@ -74,11 +74,14 @@ def _covers(model: Captioner) -> bool:
 @register_feature_gradients(ShowAttendTellModel, covers=_covers)
 @torch.no_grad()
 def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: torch.Tensor,
-                            lengths: Sequence[int], score: Score = "log_prob") -> torch.Tensor:
+                            lengths: Sequence[int], score: Score = "log_prob",
+                            targets: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, N, C): d score_t / d features of every word t < lengths[b] of every image b (0 past it).
 
     In eval mode (no dropout). `features` (B, N, C) are the annotations, `captions` (B, >= T + 1)
-    `<START> words ..` rows; the score is the word's log-probability or raw logit.
+    `<START> words ..` rows; the score is the word's log-probability or raw logit, of the caption's own
+    word at each position or of `targets` (B, >= T) (or, for a contrast, (B, >= T, 2) (word, foil) pairs:
+    the output cotangent of a position with a foil is fc.weight[word] - fc.weight[foil]).
     """
     assert isinstance(model, ShowAttendTellModel)
     check_score(score)
@@ -97,12 +100,17 @@ def attention_feature_grads(model: Captioner, features: torch.Tensor, captions: 
         traces.append(trace)
     if not traces:
         return features.new_zeros(batch, 0, *features.shape[1:])
-    targets = captions[:, 1:steps + 1]
+    targets = captions[:, 1:steps + 1] if targets is None else targets[:, :steps]
+    words = targets if targets.dim() == 2 else targets[..., 0]
     if score == "logit":
-        d_out = d.fc.weight[targets]                                              # (B, T, H)
+        d_out = d.fc.weight[words]                                                # (B, T, H)
     else:
         probs = model.output_logits(torch.stack([q.h for q in cell.steps], 1)).softmax(-1)
-        d_out = (F.one_hot(targets, probs.size(-1)).to(probs) - probs) @ d.fc.weight
+        d_out = (F.one_hot(words, probs.size(-1)).to(probs) - probs) @ d.fc.weight
+    if targets.dim() == 3:              # (word, foil) pairs: logit(word) - logit(foil), for either score
+        foils = targets[..., 1]
+        d_contrast = d.fc.weight[words] - d.fc.weight[foils.clamp(min=0)]
+        d_out = torch.where((foils == NO_FOIL).unsqueeze(2), d_out, d_contrast)
     lengths_t = torch.as_tensor(lengths, device=features.device)
     d_out = d_out * (torch.arange(steps, device=features.device) < lengths_t[:, None]).unsqueeze(2)
 

@@ -28,8 +28,10 @@ from captionlens.models.protocol import Captioner
 from captionlens.registries import Registry, origin_of
 
 GradientRoute = Literal["pooled", "bptt", "replicated"]
-# feature_grads(model, features (B, ...), captions (B, >= T + 1), lengths, score) -> (B, T, *features[1:])
-FeatureGrads = Callable[[Captioner, torch.Tensor, torch.Tensor, Sequence[int], Score], torch.Tensor]
+# feature_grads(model, features (B, ...), captions (B, >= T + 1), lengths, score, targets (B, >= T) or None)
+#   -> (B, T, *features[1:])
+FeatureGrads = Callable[[Captioner, torch.Tensor, torch.Tensor, Sequence[int], Score, torch.Tensor | None],
+                        torch.Tensor]
 # model class -> (covers, feature_grads); a second registration for a class is refused
 _WRITTEN_OUT: Registry[type, tuple[Callable[[Captioner], bool], FeatureGrads]] = Registry("written-out backward")
 
@@ -62,13 +64,16 @@ def gradient_route(model: Captioner, target: TargetLayer, shortcut: bool = True)
 
 def word_gradients(model: Captioner, target: TargetLayer, activations: torch.Tensor, captions: torch.Tensor,
                    lengths: Sequence[int], score: Score = "log_prob", max_batch: int = 256,
-                   shortcut: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                   shortcut: bool = True, targets: torch.Tensor | None = None
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Chunks of (activations per row (R, C, h, w), d score / dA per row, broadcastable to it), one row
     per word of every image in order: image 0's T_0 words, then image 1's, ...
 
     `activations` (B, C, h, w) are the target-layer activations, `captions` (B, L) the padded
     `<START> words <END> <PAD>..` tensors and `lengths` the word counts T_i (padded positions are
-    never scored). At most about `max_batch` (image, word) rows are differentiated at a time.
+    never scored). At most about `max_batch` (image, word) rows are differentiated at a time. `targets`
+    (B, >= T) are the words scored at each position when they are not the caption's own, or (B, >= T, 2)
+    (word, foil) pairs for a contrast (`scoring`).
     """
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -78,24 +83,27 @@ def word_gradients(model: Captioner, target: TargetLayer, activations: torch.Ten
         feature_grads = written_out_backward(model)
         assert feature_grads is not None
         chunks = [_bptt_grads(model, feature_grads, target, activations[lo:hi], captions[lo:hi], lengths[lo:hi],
-                              score) for lo, hi in _image_chunks(lengths, max_batch)]
+                              score, None if targets is None else targets[lo:hi])
+                  for lo, hi in _image_chunks(lengths, max_batch)]
     else:
         rows = torch.tensor([(i, t) for i, n in enumerate(lengths) for t in range(n)], dtype=torch.long,
                             device=activations.device).view(-1, 2)
-        chunks = [_replicated_grads(model, target, activations, captions, chunk, score, route == "pooled")
+        chunks = [_replicated_grads(model, target, activations, captions, chunk, score, route == "pooled", targets)
                   for chunk in rows.split(max_batch)]
     return chunks
 
 
 def _replicated_grads(model: Captioner, target: TargetLayer, activations: torch.Tensor, captions: torch.Tensor,
-                      rows: torch.Tensor, score: Score, pooled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      rows: torch.Tensor, score: Score, pooled: bool, targets: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of (image, word) `rows` from one autograd pass over a copy of the activations per row."""
     image_idx, word_idx = rows.unbind(1)
     acts = activations[image_idx]
     leaf = (acts.mean((2, 3)) if pooled else acts.detach()).requires_grad_()
     with torch.enable_grad():
         features = target.head(leaf[:, :, None, None]) if pooled else target.upper(leaf)
-        total = scores_at(model, features, captions[image_idx], word_idx, score).sum()
+        words = None if targets is None else targets[image_idx, word_idx]
+        total = scores_at(model, features, captions[image_idx], word_idx, score, words).sum()
         (grads,) = torch.autograd.grad(total, leaf)
     if pooled:
         grads = grads[:, :, None, None] / (acts.size(2) * acts.size(3))
@@ -103,13 +111,14 @@ def _replicated_grads(model: Captioner, target: TargetLayer, activations: torch.
 
 
 def _bptt_grads(model: Captioner, feature_grads: FeatureGrads, target: TargetLayer, activations: torch.Tensor,
-                captions: torch.Tensor, lengths: Sequence[int], score: Score) -> tuple[torch.Tensor, torch.Tensor]:
+                captions: torch.Tensor, lengths: Sequence[int], score: Score, targets: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of every word of a few images: the decoder's written-out backward gives d score_t /
     d features from one forward per image; autograd carries it back through what lies between the
     target layer and the features (the grid pool and reshaping; more trunk stages for an earlier layer)."""
     with torch.no_grad():
         features = target.upper(activations)
-    d_features = feature_grads(model, features, captions, lengths, score)          # (B, T, ...)
+    d_features = feature_grads(model, features, captions, lengths, score, targets)  # (B, T, ...)
     device = features.device
     image_idx = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)]).to(device)
     word_idx = torch.cat([torch.arange(n) for n in lengths]).to(device)

@@ -209,7 +209,7 @@ def _lime(ctx: ExplainContext, settings: LimeSettings) -> MethodMaps:
     height, width = ctx.image_tensor.shape[-2:]
     pixel_segments = torch.as_tensor(resize_labels(segments, (height, width)), device=device)
     keep = _keep_batches(torch.as_tensor(masks, dtype=torch.bool, device=device), pixel_segments, batch_size)
-    scores = score_masked(ctx, keep, fill_tensor(ctx, s.fill, s.blur_sigma)).double().cpu().numpy()
+    scores = score_masked(ctx, keep, fill_tensor(ctx, s.fill, s.blur_sigma), len(masks)).double().cpu().numpy()
     weights, intercepts, r2 = fit_lime(masks, scores, s.kernel_width, s.alpha)
     extras = {"intercepts": intercepts.astype(np.float32), "r2": r2.astype(np.float32),
               "num_forward_passes": np.asarray(len(scores))}

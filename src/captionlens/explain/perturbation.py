@@ -49,9 +49,17 @@ def fill_tensor(ctx: ExplainContext, fill: Fill = "mean", blur_sigma: float = 8.
     return torch.as_tensor(normalised, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
 
 
-def score_masked(ctx: ExplainContext, keep_batches: Iterable[torch.Tensor], background: torch.Tensor) -> torch.Tensor:
+def score_masked(ctx: ExplainContext, keep_batches: Iterable[torch.Tensor], background: torch.Tensor,
+                 total: int | None = None) -> torch.Tensor:
     """(P, T) word scores of the images `image where keep else background`, one batched pass per
-    (B, S, S) bool batch of `keep_batches`; each image is composed on the model's device."""
+    (B, S, S) bool batch of `keep_batches`; each image is composed on the model's device. After each
+    batch the count of images scored so far (of `total`) goes to `ctx.report`, which may stop the run."""
     x = ctx.image_tensor
-    return torch.cat([batched_word_scores(ctx.model, torch.where(keep[:, None], x, background), ctx.captions,
-                                          ctx.score, batch_size=len(keep)) for keep in keep_batches])
+    scores: list[torch.Tensor] = []
+    done = 0
+    for keep in keep_batches:
+        scores.append(batched_word_scores(ctx.model, torch.where(keep[:, None], x, background), ctx.captions,
+                                          ctx.score, batch_size=len(keep), targets=ctx.scored_ids))
+        done += len(keep)
+        ctx.report(done, total if total is not None else done)
+    return torch.cat(scores)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from PIL import Image
 
 from captionlens.atomic import atomic_path
 from captionlens.data.images import ImageLoadError, decode_image
+from captionlens.data.records import check_types, describe, read_json
+from captionlens.explain.contrast import Foil
 from captionlens.explain.maps import Drawing
 from captionlens.explain.registry import MethodSettings, settings_from_json
 from captionlens.explain.suspect import SuspectFlag, SuspectRule
@@ -65,6 +69,11 @@ class MethodMaps:
             assert self.drawing is not None
             self._maps = self.drawing.render(self.raw)
         return self._maps
+
+    def release(self) -> None:
+        """Forget the drawn maps (they are drawn again when next read); maps given as they are stay."""
+        if self.drawing is not None:
+            self._maps = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,9 @@ class CaptionExplanation:
     image_path: str | None = None
     suspect: list[SuspectFlag] | None = None         # per word, under `suspect_rule`
     suspect_rule: SuspectRule | None = None          # the rule that set them (`explain.statistics.flag_words`)
+    targets: list[str] | None = None  # the word each position's maps explain, when not the caption's own
+    contrast: tuple[Foil, ...] = ()   # positions explained against a foil: log p(word) - log p(foil) there
+    image_share: np.ndarray | None = None  # (T,) each word's share of image evidence (`explain.image_share`)
     image_file: bytes | None = field(default=None, repr=False)  # the file `image` was decoded from, if kept
 
     @property
@@ -123,6 +135,11 @@ class CaptionExplanation:
     def source(self) -> str:
         """"generated" (the model's own caption) or "given" (teacher-forced)."""
         return self.decoding.source
+
+    def release_maps(self) -> None:
+        """Forget every method's drawn full-resolution maps: a run over many images keeps its memory flat."""
+        for result in self.methods.values():
+            result.release()
 
     def __getitem__(self, method: str) -> MethodMaps:
         try:
@@ -140,7 +157,10 @@ class CaptionExplanation:
                                 "image_path": self.image_path,
                                 "log_probs": [float(x) for x in self.log_probs], "methods": {},
                                 "suspect": None if self.suspect is None else [f.to_json() for f in self.suspect],
-                                "suspect_rule": None if self.suspect_rule is None else self.suspect_rule.to_json()}
+                                "suspect_rule": None if self.suspect_rule is None else self.suspect_rule.to_json(),
+                                "targets": self.targets, "contrast": [f.to_json() for f in self.contrast],
+                                "image_share": None if self.image_share is None else
+                                [float(x) for x in self.image_share]}
         for name, result in self.methods.items():
             arrays[f"{name}/raw"], arrays[f"{name}/raw_scale"] = _half(result.raw)
             info: dict[str, Any] = {"method": result.method, "settings": result.settings.to_json(),
@@ -178,50 +198,149 @@ class CaptionExplanation:
 
     @classmethod
     def load(cls, stem: str | Path) -> CaptionExplanation:
-        """An explanation `save` wrote (format 1, 2 or 3); maps are redrawn from the raw maps when first read."""
+        """An explanation `save` wrote (format 1, 2 or 3); maps are redrawn from the raw maps when first read.
+        Anything else (truncated, mutated, parts that disagree: words, ids, maps, image size) is one ValueError
+        naming the file, and no array is inflated past what its zip entry holds (`_read_arrays`)."""
         stem = Path(stem)
         meta = _read_meta(stem)
         npz_path = stem.with_suffix(".npz")
+        arrays = _read_arrays(npz_path)
         try:
-            arrays = np.load(npz_path, allow_pickle=False)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"explanation file not found: {exc.filename}") from None
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{stem}: unreadable explanation ({exc})") from None
-        with arrays:
             methods = {name: _method(arrays, name, info) for name, info in meta["methods"].items()}
             image_file = arrays["image_file"].tobytes() if "image_file" in arrays else None
             encoded = image_file if image_file is not None else (
                 arrays["image_png"].tobytes() if "image_png" in arrays else None)
             image = np.asarray(decode_image(encoded, npz_path)) if encoded is not None else arrays["image"]
             decoding = Decoding.from_json({"source": meta.get("source", "generated"), **meta.get("decoding", {})})
-            return cls(image=image, image_file=image_file, tokens=list(meta["tokens"]),
+            expl = cls(image=image, image_file=image_file, tokens=list(meta["tokens"]),
                        token_ids=[int(i) for i in arrays["token_ids"]], log_probs=arrays["log_probs"],
                        methods=methods, decoding=decoding, image_path=meta.get("image_path"),
                        suspect=None if meta.get("suspect") is None else [SuspectFlag.from_json(f)
                                                                           for f in meta["suspect"]],
                        suspect_rule=None if meta.get("suspect_rule") is None else SuspectRule.from_json(
-                           meta["suspect_rule"]))
+                           meta["suspect_rule"]), targets=meta.get("targets"),
+                       contrast=tuple(Foil.from_json(f) for f in meta.get("contrast") or ()),
+                       image_share=None if meta.get("image_share") is None else np.asarray(meta["image_share"]))
+            _check_whole(expl)
+        except ImageLoadError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+            raise ValueError(f"{stem}: not a readable explanation ({describe(exc)})") from None
+        return expl
 
     @staticmethod
     def read_header(stem: str | Path) -> ExplanationHeader:
         """`<stem>.json`'s caption, words, methods and source image, without reading the arrays."""
+        json_path = Path(stem).with_suffix(".json")
         meta = _read_meta(Path(stem))
-        return ExplanationHeader(meta.get("image_path"), meta.get("caption", ""), tuple(meta.get("tokens", ())),
-                                 tuple(meta.get("methods", {})))
+        try:
+            header = ExplanationHeader(meta.get("image_path"), meta.get("caption", ""),
+                                       tuple(meta.get("tokens", ())), tuple(meta.get("methods", {})))
+            check_types(header, str(json_path))
+        except TypeError as exc:
+            raise ValueError(f"{json_path}: not a readable explanation ({describe(exc)})") from None
+        return header
 
 
 def _read_meta(stem: Path) -> dict[str, Any]:
     json_path = stem.with_suffix(".json")
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"explanation file not found: {exc.filename}") from None
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{json_path}: unreadable explanation ({exc})") from None
+        meta = read_json(json_path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"explanation file not found: {json_path}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("methods"), dict):
         raise ValueError(f"{json_path}: not an explanation file (no 'methods')")
     return meta
+
+
+MAX_ARRAY_BYTES = 1 << 30  # an explanation's arrays inflated (a format-3 photo's take well under a megabyte)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an explanation's .npz, read whole and never unpickled. Before anything is inflated, the
+    zip entries' sizes are held to `MAX_ARRAY_BYTES` and each array's size, as its .npy header declares it,
+    to its entry's: a decompression bomb, or a header claiming more than its entry holds, is refused without
+    the memory. Whatever a corrupt zip or .npy makes zipfile, zlib or numpy raise is one ValueError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > MAX_ARRAY_BYTES:
+                raise ValueError(f"its arrays inflate to {total} bytes, more than an explanation's {MAX_ARRAY_BYTES}")
+            arrays = {}
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"{info.filename[:60]!r} is not an array (.npy)")
+                with archive.open(info) as fh:
+                    _check_npy_header(fh, info)
+                with archive.open(info) as fh:
+                    arrays[info.filename.removesuffix(".npy")] = np.lib.format.read_array(fh, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"explanation file not found: {path}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable explanation ({describe(exc)})") from None
+    return arrays
+
+
+def _check_npy_header(fh: Any, info: zipfile.ZipInfo) -> None:
+    """ValueError unless the .npy header read from `fh` declares a plain array that fits in its zip entry."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{info.filename[:60]}: .npy version {version} (1.0 and 2.0 are read)")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(fh)
+    if dtype.hasobject or any(not isinstance(n, int) or n < 0 for n in shape):
+        raise ValueError(f"{info.filename[:60]}: an array of {dtype} {shape} (objects are never unpickled)")
+    size = math.prod(shape) * dtype.itemsize
+    if size > info.file_size:
+        raise ValueError(f"{info.filename[:60]}: declares {size} bytes of data in a zip entry of {info.file_size}")
+
+
+def _check_whole(expl: CaptionExplanation) -> None:
+    """ValueError unless a loaded explanation's parts agree: typed fields; an 8-bit RGB image; one token id,
+    log-prob and suspect flag per word; per method, a row of raw maps per word that draws at the image's size."""
+    check_types(expl, "explanation")
+    image = expl.image
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or not image.size:
+        raise ValueError(f"the image is a {image.dtype} array of shape {image.shape}, not 8-bit RGB")
+    words = len(expl.tokens)
+    counts = {"token ids": len(expl.token_ids), "suspect flags": words if expl.suspect is None else len(expl.suspect)}
+    if expl.log_probs.dtype.kind != "f" or expl.log_probs.shape != (words,) or any(n != words for n in counts.values()):
+        raise ValueError(f"{words} words but {len(expl.token_ids)} token ids, log-probs of shape "
+                         f"{expl.log_probs.shape} and {counts['suspect flags']} suspect flags")
+    for name, result in expl.methods.items():
+        _check_maps(name, result, words, image.shape[:2])
+
+
+def _check_maps(name: str, result: MethodMaps, words: int, image_hw: tuple[int, int]) -> None:
+    raw, drawing = result.raw, result.drawing
+    if raw.dtype.kind != "f" or raw.ndim < 2 or len(raw) != words:
+        raise ValueError(f"{name}: raw maps of shape {raw.shape} for {words} words")
+    if drawing is None:
+        maps = result.maps
+        if maps.dtype.kind != "f" or maps.shape != (words, *image_hw):
+            raise ValueError(f"{name}: maps of shape {maps.shape}, expected {(words, *image_hw)}")
+        return
+    if tuple(drawing.image_hw) != tuple(image_hw):
+        raise ValueError(f"{name}: drawn at {drawing.image_hw}, but the image is {image_hw}")
+    if drawing.kind == "segments":
+        segments = np.asarray(drawing.segments)
+        if (raw.ndim != 2 or segments.dtype.kind not in "iu" or segments.shape != tuple(image_hw)
+                or (segments.size and not 0 <= segments.min() <= segments.max() < raw.shape[1])):
+            raise ValueError(f"{name}: region labels of shape {segments.shape} do not fit weights of shape {raw.shape}")
+        return
+    if raw.ndim != 3 or not (math.isfinite(drawing.sigma) and 0 <= drawing.sigma <= max(raw.shape[1:])):
+        raise ValueError(f"{name}: raw maps of shape {raw.shape} drawn with sigma {drawing.sigma}")
+    if drawing.rows is None and drawing.cols is None:
+        return
+    for key, centres, cells in (("rows", drawing.rows, raw.shape[1]), ("cols", drawing.cols, raw.shape[2])):
+        if (centres is None or centres.shape != (cells,) or not np.isfinite(centres).all()
+                or (np.diff(centres) <= 0).any()):
+            raise ValueError(f"{name}: {key} centres do not place {cells} cells")
+    if drawing.input_size < 1:
+        raise ValueError(f"{name}: centres in an input of {drawing.input_size} px")
 
 
 def _method(arrays: Any, name: str, info: dict[str, Any]) -> MethodMaps:
@@ -258,6 +377,10 @@ def _full(arrays: Any, key: str) -> np.ndarray:
     if f"{key}_scale" not in arrays:
         return np.asarray(values, np.float32)
     scale = arrays[f"{key}_scale"].astype(np.float32)
+    if scale.ndim != 1 or values.ndim < 1 or len(values) != len(scale):
+        raise ValueError(f"'{key}' of shape {values.shape} has scales of shape {scale.shape}")
+    if not values.size:
+        return values.astype(np.float32)
     return (values.astype(np.float32).reshape(len(scale), -1) * scale[:, None]).reshape(values.shape)
 
 

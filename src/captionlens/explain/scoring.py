@@ -1,7 +1,12 @@
 """The score every method explains, computed for many images or rows at once.
 
 The score of word t is log p(word_t | image, words_<t) under teacher forcing (option: the raw logit),
-so one decoder pass over a batch of images scores every word of the caption at once.
+so one decoder pass over a batch of images scores every word of the caption at once. Every function
+takes optional `targets`: the word scored at each position when it is not the caption's own (the caption
+stays the prefix), e.g. another word of the vocabulary at the same place: (N, T) word ids, or (N, T, 2)
+(word, foil) pairs for a contrast (`explain.contrast`), where a position with a foil is scored
+log p(word) - log p(foil), which is logit(word) - logit(foil) for either score (the softmax's normaliser
+cancels), and a position whose foil is `NO_FOIL` keeps the word's own score.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from captionlens.models.protocol import Captioner
 
 Score = Literal["log_prob", "logit"]
 SCORES = ("log_prob", "logit")
+NO_FOIL = -1   # the foil of a (word, foil) target pair that has none: the word keeps its own score
 
 
 def caption_tensor(token_ids: Sequence[int], vocab: Vocabulary, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -31,25 +37,49 @@ def padded_captions(captions: Sequence[Sequence[int]], vocab: Vocabulary,
 
 
 def scores_from_features(model: Captioner, features: torch.Tensor, captions: torch.Tensor,
-                         score: Score = "log_prob") -> torch.Tensor:
+                         score: Score = "log_prob", targets: torch.Tensor | None = None) -> torch.Tensor:
     """(N, T) score of each of the T words (the <END> position excluded) for N feature rows.
 
-    `captions` is (1, T + 2) or (N, T + 2); a single caption is broadcast over the batch.
+    `captions` is (1, T + 2) or (N, T + 2); a single caption is broadcast over the batch, and so are
+    `targets` ((1, T) or (N, T) word ids scored instead of the caption's own, or (1 or N, T, 2) (word, foil)
+    pairs: see the module docstring).
     """
     if captions.size(0) != features.size(0):
         captions = captions.expand(features.size(0), -1)
+    words = captions[:, 1:-1] if targets is None else targets.expand(features.size(0), *targets.shape[1:])
     hidden, _ = model.teacher_forced_hidden(features, captions)
-    return _scored(model.output_logits(hidden), score).gather(-1, captions[:, 1:, None]).squeeze(-1)[:, :-1]
+    logits = _scored(model.output_logits(hidden), score)
+    return scored_words(logits[:, :words.size(1)], words)
 
 
 def scores_at(model: Captioner, features: torch.Tensor, captions: torch.Tensor, positions: torch.Tensor,
-              score: Score = "log_prob") -> torch.Tensor:
-    """(R,) score of word `positions[r]` of row r: the vocabulary projection runs at that position only
-    (T times less output-layer work than `scores_from_features` when each row needs one word)."""
+              score: Score = "log_prob", targets: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) score of word `positions[r]` of row r (or of the target `targets[r]`, a word id or a (word, foil)
+    pair, at that position): the
+    vocabulary projection runs at that position only (T times less output-layer work than
+    `scores_from_features` when each row needs one word)."""
     hidden, _ = model.teacher_forced_hidden(features, captions)
     rows = torch.arange(hidden.size(0), device=hidden.device)
     logits = _scored(model.output_logits(hidden[rows, positions]), score)
-    return logits[rows, captions[rows, positions + 1]]
+    words = captions[rows, positions + 1] if targets is None else targets
+    return scored_words(logits[:, None], words[:, None])[:, 0]
+
+
+def scored_words(scores: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """(N, T) the score of each position's target from (N, T, V) scores of every word: `words` (N, T) word
+    ids, or (N, T, 2) (word, foil) pairs, scored as the word's score minus the foil's (`NO_FOIL`: the word's)."""
+    if words.dim() == 2:
+        return scores.gather(-1, words[:, :, None]).squeeze(-1)
+    values = scores.gather(-1, words.clamp(min=0))
+    return torch.where(words[..., 1] == NO_FOIL, values[..., 0], values[..., 0] - values[..., 1])
+
+
+def next_word_log_probs(model: Captioner, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+    """(N, T + 1, V) the distribution of the next word (log-probabilities) at every position of teacher-forced
+    `<START> w1 .. wT <END>` rows: position t is what could follow words_<t, the last one what could follow
+    the whole caption (<END> among it)."""
+    hidden, _ = model.teacher_forced_hidden(features, captions)
+    return _scored(model.output_logits(hidden), "log_prob")
 
 
 def _scored(logits: torch.Tensor, score: Score) -> torch.Tensor:
@@ -81,10 +111,11 @@ def auto_batch_size(images: torch.Tensor) -> int:
 
 @torch.no_grad()
 def batched_word_scores(model: Captioner, images: torch.Tensor, captions: torch.Tensor,
-                        score: Score = "log_prob", batch_size: int | None = None) -> torch.Tensor:
+                        score: Score = "log_prob", batch_size: int | None = None,
+                        targets: torch.Tensor | None = None) -> torch.Tensor:
     """Scores (N, T) of every word for N (perturbed) images, in chunks of `batch_size` forward passes
     (default `auto_batch_size`)."""
     batch_size = auto_batch_size(images) if batch_size is None else batch_size
-    chunks = [scores_from_features(model, model.encode(chunk), captions, score)
+    chunks = [scores_from_features(model, model.encode(chunk), captions, score, targets)
               for chunk in images.split(batch_size)]
     return torch.cat(chunks)

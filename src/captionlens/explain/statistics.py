@@ -39,6 +39,10 @@ def word_statistics(expl: CaptionExplanation, method: str) -> dict[str, np.ndarr
 
 def rule_values(rule: SuspectRule, expl: CaptionExplanation) -> np.ndarray:
     """(T,) the statistic `rule` reads, for each word of `expl`."""
+    if rule.statistic == "image_share":
+        if expl.image_share is None:
+            raise ValueError("the suspect rule reads the words' image share, which this explanation lacks")
+        return np.asarray(expl.image_share, np.float64)
     if rule.method is None:
         return np.asarray(expl.log_probs, np.float64)
     return word_statistics(expl, rule.method)[rule.statistic]

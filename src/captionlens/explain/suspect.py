@@ -12,8 +12,8 @@ import numpy as np
 
 from captionlens.explain.registry import method_statistics
 
-MAP_STATISTICS = ("entropy", "peak")   # of any method's maps (`explain.statistics`)
-WORD_STATISTICS = ("log_prob",)         # of the word itself, whatever the method
+MAP_STATISTICS = ("entropy", "peak")         # of any method's maps (`explain.statistics`)
+WORD_STATISTICS = ("log_prob", "image_share")  # of the word itself, whatever the method (`explain.image_share`)
 
 
 def known_statistics() -> list[str]:
@@ -24,7 +24,7 @@ def known_statistics() -> list[str]:
 @dataclass(frozen=True)
 class SuspectRule:
     """Flag a word when `method`'s `statistic` is at or `direction` ("below" or "above") `threshold`
-    (`method` None: a statistic of the word itself, its log-prob)."""
+    (`method` None: a statistic of the word itself, its log-prob or its image share)."""
 
     statistic: str
     direction: str

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from captionlens.atomic import atomic_path
 from captionlens.evaluate.result import ExplanationEvaluation, HallucinationMeasures, MethodMeasures
 from captionlens.evaluate.stats import Rate
+from captionlens.evaluate.trust import VERDICT_RULE
 from captionlens.explain.registry import method_label
 from captionlens.viz.figures import save_figure
 from captionlens.viz.report import write_report
@@ -21,7 +22,10 @@ TABLE_COLUMNS = (("pointing game", "pointing_game"), ("relevance mass", "relevan
                  ("rank accuracy", "relevance_rank"), ("mask AUC", "mask_auc"),
                  ("deletion AUC", "deletion_auc"), ("insertion AUC", "insertion_auc"),
                  ("word disappears", "disappearance_rate"), ("peak offset x", "peak_offset_x"))
-BASELINES = (("random", "random map / order"), ("centre", "centre-bias map"))
+BASELINES = (("random", "random map / order"), ("centre", "centre-bias map"),
+             ("activation", "activation-energy map (word-blind)"))
+VERDICT_COLUMNS = ("method", "sanity", "word randomisation (rank corr.)", "pointing margin over word-blind maps",
+                   "deletion selectivity (random region)", "trusted", "why not")
 
 
 def _rate(measures: MethodMeasures, name: str) -> Rate | None:
@@ -49,6 +53,36 @@ def table_rows(evaluation: ExplanationEvaluation) -> list[list[str]]:
     return rows
 
 
+def _interval(rate: Rate | None) -> str:
+    if rate is None or rate.value is None:
+        return "–"
+    return f"{rate.value:.2f}" + (f" [{rate.low:.2f}, {rate.high:.2f}]" if rate.low is not None else "")
+
+
+def verdict_rows(evaluation: ExplanationEvaluation) -> list[list[str]]:
+    """Header row, then one row per method: each test of `evaluate.trust` with its number, the verdict and why."""
+    rows = [list(VERDICT_COLUMNS)]
+    for name, m in evaluation.methods.items():
+        sanity = m.sanity.verdict + (f" (fails at {m.sanity.failed_at})" if m.sanity.failed_at else "") \
+            if m.sanity else "–"
+        randomisation = (f"{m.word_randomisation.verdict}: {_interval(m.word_randomisation.spearman)}"
+                         if m.word_randomisation else "–")
+        margin = (f"{_interval(m.localisation_margin.pointing_game)} vs "
+                  f"{m.localisation_margin.baseline.replace('_', '-')}" if m.localisation_margin else "–")
+        selectivity = (f"{_interval(m.selectivity.deletion)} ({_num(m.selectivity.deletion_random.value)})"
+                       if m.selectivity else "–")
+        trusted = "–" if m.verdict is None else ("yes" if m.verdict.trusted else "no")
+        why = "; ".join(m.verdict.reasons) if m.verdict is not None else ""
+        rows.append([method_label(name), sanity, randomisation, margin, selectivity, trusted, why])
+    return rows
+
+
+def recommendation_sentence(evaluation: ExplanationEvaluation) -> str:
+    if evaluation.recommended is None:
+        return f"Recommended method: none. {evaluation.recommended_because}."
+    return f"Recommended method: {method_label(evaluation.recommended)}. {evaluation.recommended_because}."
+
+
 def markdown(evaluation: ExplanationEvaluation) -> str:
     """Tables for the README or a run folder: per-method rates, sanity verdicts, hallucination AUCs, insights."""
     data = evaluation.dataset
@@ -68,21 +102,36 @@ def markdown(evaluation: ExplanationEvaluation) -> str:
     if hallucination is not None:
         lines += ["", hallucination_sentence(hallucination), ""]
         stats = sorted({s for table in hallucination.auc.values() for s in table})
-        lines += _md_table([["method", *stats]] + [[method_label(m), *(_num(table.get(s)) for s in stats)]
-                                                    for m, table in hallucination.auc.items()])
+        lines += _md_table([["method", *stats]] + [
+            [method_label(m), *(_auc(table.get(s), hallucination.auc_intervals.get(m, {}).get(s)) for s in stats)]
+            for m, table in hallucination.auc.items()])
     if evaluation.insights:
         lines += [""] + [f"- **{i.claim}.** {i.finding}" for i in evaluation.insights]
+    lines += ["", "Can each method be trusted? (rule: a method is " + VERDICT_RULE + ")", ""]
+    lines += _md_table(verdict_rows(evaluation))
+    lines += ["", recommendation_sentence(evaluation)]
     return "\n".join(lines) + "\n"
+
+
+def _auc(value: float | None, interval: tuple[float | None, float | None] | None = None) -> str:
+    if value is None:
+        return "–"
+    if interval is None or interval[0] is None or interval[1] is None:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def hallucination_sentence(measures: HallucinationMeasures) -> str:
     sentence = (f"Hallucination: {measures.unsupported} of {measures.words} generated content words are supported "
-                f"by no object; the word's log-prob alone separates them with ROC AUC {_num(measures.log_prob_auc)}.")
+                f"by no object; the word's log-prob alone separates them with ROC AUC "
+                f"{_auc(measures.log_prob_auc, measures.log_prob_auc_interval)}, its image share with "
+                f"{_auc(measures.image_share_auc, measures.image_share_auc_interval)}.")
     if measures.rule is not None and measures.held_out is not None:
         held = measures.held_out
         sentence += (f" Suspect-word rule (chosen on even images): {measures.rule.rule.describe()}; on the other "
-                     f"images it flags {_num(held.true_positive_rate)} of unsupported and "
-                     f"{_num(held.false_positive_rate)} of supported words (AUC {_num(held.auc)}).")
+                     f"images it flags {_auc(held.true_positive_rate, held.true_positive_rate_interval)} of "
+                     f"unsupported and {_auc(held.false_positive_rate, held.false_positive_rate_interval)} of "
+                     f"supported words (AUC {_num(held.auc)}).")
     return sentence
 
 
@@ -141,6 +190,12 @@ def html_section(evaluation: ExplanationEvaluation, figures: Sequence[str]) -> s
         items = "".join(f"<li><b>{html.escape(i.claim)}.</b> {html.escape(i.finding)}</li>"
                         for i in evaluation.insights)
         parts.append(f"<ul>{items}</ul>")
+    verdicts = verdict_rows(evaluation)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in verdicts[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in verdicts[1:])
+    parts += ["<h3>Verdict</h3>",
+              f"<table class=\"verdict\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+              f"<p><b>{html.escape(recommendation_sentence(evaluation))}</b></p>"]
     return "".join(parts) + "</section>"
 
 
