@@ -1,16 +1,19 @@
 """Greedy and beam-search decoding, batched over images (and beams).
 
 Both return, per image, the words, the per-word log-probabilities (the <END> token's included as
-`end_log_prob` when the caption ended) and, for attention models, the per-word attention weights.
+`end_log_prob` when the caption ended) and, for attention models, the per-word attention weights. Both
+can continue a given `prefix` of words instead of starting from nothing: the prefix is read as teacher
+forcing reads it (its log-probabilities are the teacher-forced ones) and the search goes on from there.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from captionlens.data.vocabulary import Vocabulary
-from captionlens.models.protocol import Captioner
+from captionlens.models.protocol import Captioner, State
 
 
 @dataclass
@@ -52,53 +55,91 @@ def _finish(ids: list[int], logps: list[float], alphas: torch.Tensor | None, end
                    logps[n] if ended else None, None if alphas is None else alphas[:n])
 
 
-@torch.no_grad()
-def greedy(model: Captioner, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20) -> list[Decoded]:
-    """Pick the most likely word at every step; batched over images."""
-    batch = features.size(0)
+def check_prefix(prefix: Sequence[int], vocab: Vocabulary) -> list[int]:
+    """The prefix's word ids; one ValueError for an id that is not a word (<START>, <END>, <PAD>, out of range)."""
+    ids = [int(i) for i in prefix]
+    never = {vocab.start_idx, vocab.end_idx, vocab.pad_idx}
+    bad = [i for i in ids if i in never or not 0 <= i < len(vocab)]
+    if bad:
+        raise ValueError(f"a caption prefix holds words only; got token id(s) {bad} "
+                         f"({', '.join(vocab.idx2word.get(i, '?') for i in bad)})")
+    return ids
+
+
+def _read_prefix(model: Captioner, features: torch.Tensor, vocab: Vocabulary, prefix: Sequence[int]
+                 ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Teacher-force `<START> prefix` for every image: (the state before the prefix's last word is read,
+    the token to read next (that word, or <START> for an empty prefix), the prefix words' log-probs
+    (B, P), their attention weights (B, P, N) or None)."""
+    batch, device = features.size(0), features.device
     state = model.init_state(features)
-    tokens = torch.full((batch,), vocab.start_idx, dtype=torch.long, device=features.device)
-    ids, logps, alphas = [], [], []
+    tokens = torch.full((batch,), vocab.start_idx, dtype=torch.long, device=device)
+    logps, alphas = [], []
+    for word in prefix:
+        logits, next_state, alpha = model.step(tokens, state)
+        tokens = torch.full_like(tokens, word)
+        logps.append(_word_log_probs(logits, vocab).gather(1, tokens[:, None])[:, 0])
+        if alpha is not None:
+            alphas.append(alpha.float())
+        state = next_state
+    logp = torch.stack(logps, 1) if logps else features.new_zeros(batch, 0, dtype=torch.float32)
+    return state, tokens, logp, torch.stack(alphas, 1) if alphas else None
+
+
+@torch.no_grad()
+def greedy(model: Captioner, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
+           prefix: Sequence[int] = ()) -> list[Decoded]:
+    """Pick the most likely word at every step (after `prefix`, which counts towards `max_length`);
+    batched over images."""
+    prefix = check_prefix(prefix, vocab)
+    batch = features.size(0)
+    state, tokens, prefix_logp, prefix_alpha = _read_prefix(model, features, vocab, prefix)
+    ids = [torch.full_like(tokens, word) for word in prefix]
+    logps = list(prefix_logp.unbind(1))
+    alphas = [] if prefix_alpha is None else list(prefix_alpha.unbind(1))
     done = torch.zeros(batch, dtype=torch.bool, device=features.device)
-    for _ in range(max_length):
+    for _ in range(max_length - len(prefix)):
         logits, state, alpha = model.step(tokens, state)
         logp, tokens = _word_log_probs(logits, vocab).max(-1)
         ids.append(tokens)
         logps.append(logp)
         if alpha is not None:
-            alphas.append(alpha)
+            alphas.append(alpha.float())
         done |= tokens == vocab.end_idx
         if done.all():
             break
     ids_t, logps_t = torch.stack(ids, 1).tolist(), torch.stack(logps, 1).tolist()
-    alphas_t = torch.stack(alphas, 1).float().cpu() if alphas else None
+    alphas_t = torch.stack(alphas, 1).cpu() if alphas else None
     return [_finish(ids_t[b], logps_t[b], None if alphas_t is None else alphas_t[b], vocab.end_idx, vocab)
             for b in range(batch)]
 
 
 @torch.no_grad()
 def beam_search(model: Captioner, features: torch.Tensor, vocab: Vocabulary, beam_size: int = 3,
-                max_length: int = 20, length_penalty: float = 0.0) -> list[Decoded]:
+                max_length: int = 20, length_penalty: float = 0.0, prefix: Sequence[int] = ()) -> list[Decoded]:
     """Beam search over all images at once: (B images x K beams) rows advance in one decoder step.
 
     Finished beams stay in the batch and can only be extended by <PAD> at zero cost, so shapes stay
     fixed. The best finished (or, failing that, longest-lived) beam is chosen by
-    score / length**length_penalty (0 = raw log-probability, 1 = per-word average).
+    score / length**length_penalty (0 = raw log-probability, 1 = per-word average). Every beam starts
+    with `prefix` (its words count towards `max_length` and the length, and its log-probs towards the score).
     """
+    prefix = check_prefix(prefix, vocab)
     batch, k = features.size(0), beam_size
     device = features.device
-    state = model.init_state(features.repeat_interleave(k, dim=0))
+    state, start, prefix_logp, prefix_alpha = _read_prefix(model, features, vocab, prefix)
+    state = tuple(s.repeat_interleave(k, dim=0) for s in state)
     vocab_size = len(vocab)
     scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0                                    # all beams start identical: expand only the first
-    tokens = torch.full((batch * k,), vocab.start_idx, dtype=torch.long, device=device)
+    scores[:, 0] = prefix_logp.sum(1)                     # all beams start identical: expand only the first
+    tokens = start.repeat_interleave(k, dim=0)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch * k, device=device)
-    hist_ids = torch.empty(batch * k, 0, dtype=torch.long, device=device)
-    hist_logp = torch.empty(batch * k, 0, device=device)
-    hist_alpha = None
+    lengths = torch.full((batch * k,), float(len(prefix)), device=device)
+    hist_ids = torch.tensor(prefix, dtype=torch.long, device=device).view(1, -1).expand(batch * k, -1)
+    hist_logp = prefix_logp.repeat_interleave(k, dim=0)
+    hist_alpha = None if prefix_alpha is None else prefix_alpha.repeat_interleave(k, dim=0)
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)
-    for _ in range(max_length):
+    for _ in range(max_length - len(prefix)):
         logits, state, alpha = model.step(tokens, state)
         log_probs = _word_log_probs(logits, vocab)
         frozen = torch.full_like(log_probs, float("-inf"))
@@ -130,12 +171,13 @@ def beam_search(model: Captioner, features: torch.Tensor, vocab: Vocabulary, bea
 
 
 def decode_features(model: Captioner, features: torch.Tensor, vocab: Vocabulary, max_length: int = 20,
-                    beam_size: int = 1, length_penalty: float = 0.0) -> list[Decoded]:
-    """Caption encoded images: greedy when beam_size == 1, else beam search."""
+                    beam_size: int = 1, length_penalty: float = 0.0, prefix: Sequence[int] = ()) -> list[Decoded]:
+    """Caption encoded images: greedy when beam_size == 1, else beam search; every caption continues
+    `prefix` (word ids; empty: from the start)."""
     check_decoding(beam_size, max_length)
     if beam_size == 1:
-        return greedy(model, features, vocab, max_length)
-    return beam_search(model, features, vocab, beam_size, max_length, length_penalty)
+        return greedy(model, features, vocab, max_length, prefix)
+    return beam_search(model, features, vocab, beam_size, max_length, length_penalty, prefix)
 
 
 def check_decoding(beam_size: int, max_length: int) -> None:

@@ -16,14 +16,13 @@ small grayscale PNG; the browser colours them with the same matplotlib colormaps
 blends them over the photo with a <canvas> and an opacity slider. That keeps 1000 images small and the
 page fast: the gallery is plain lazy-loaded thumbnails, and an image's words, heatmaps and controls are
 built only when it is opened. heat.js wraps the PNGs as data: URLs in a script so the canvas stays
-readable when index.html is opened from file:// (images loaded from file:// would taint it).
+readable when index.html is opened from file:// (images loaded from file:// would taint it). The page's
+viewer is the one `captionlens serve` shows too (`viz.page`).
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
-import io
 import json
 import os
 import re
@@ -31,25 +30,17 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from captionlens.atomic import atomic_path
 from captionlens.explain.registry import is_signed, method_label, ordered_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.suspect import SuspectFlag
-from captionlens.viz.overlay import (
-    DEFAULT_CMAP,
-    SIGNED_CMAP,
-    check_image,
-    colormap_lut,
-    colormap_positions,
-    method_maps,
-)
+from captionlens.viz.overlay import check_image, method_maps
+from captionlens.viz.page import colormap_tables, fit, heat_sprite, page, script_json
 
 ASSETS = "assets"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -194,17 +185,17 @@ def write_entry(expl: CaptionExplanation, folder: Path, stem: str, sizes: Sizes 
     if max(photo.size) > sizes.thumb:
         thumb = "thumb.jpg"
         _save_jpeg(photo, sizes.thumb, folder / thumb)
-    heat_hw = _fit(image.shape[:2], sizes.heat)
+    heat_hw = fit(image.shape[:2], sizes.heat)
     methods = ordered_methods(expl.methods) if expl.tokens else []
     sprites, signed = {}, []
     for method in methods:
         maps = method_maps(expl, method)
         if is_signed(method, maps):
             signed.append(method)
-        sprites[method] = _sprite(maps, method in signed, heat_hw)
+        sprites[method] = heat_sprite(maps, method in signed, heat_hw)
     (folder / "heat.js").write_text(f"captionlensHeat({json.dumps(stem)}, {json.dumps(sprites)});\n",
                                     encoding="utf-8")
-    thumb_h, thumb_w = _fit(image.shape[:2], sizes.thumb)
+    thumb_h, thumb_w = fit(image.shape[:2], sizes.thumb)
     return ReportEntry(stem=stem, tokens=tuple(expl.tokens),
                        log_probs=tuple(round(float(x), 4) for x in expl.log_probs), methods=tuple(methods),
                        signed=tuple(signed), width=int(image.shape[1]), height=int(image.shape[0]),
@@ -222,45 +213,22 @@ def _card(index: int, entry: ReportEntry) -> str:
             f'alt="{html.escape(entry.name)}"><span>{html.escape(caption)}</span></button></li>')
 
 
-def _fit(hw: tuple[int, int], longest: int) -> tuple[int, int]:
-    """(H, W) shrunk (never enlarged) so that the longer side is at most `longest`."""
-    scale = min(1.0, longest / max(hw))
-    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
-
-
 def _save_jpeg(photo: Image.Image, longest: int, path: Path) -> None:
-    h, w = _fit((photo.height, photo.width), longest)
+    h, w = fit((photo.height, photo.width), longest)
     resized = photo if (w, h) == photo.size else photo.resize((w, h), Image.Resampling.LANCZOS)
     resized.save(path, format="JPEG", quality=90)
 
 
-def _sprite(maps: np.ndarray, signed: bool, heat_hw: tuple[int, int]) -> str:
-    """(T, H, W) maps -> PNG data URL of a (T * h, w) uint8 stack of colormap positions (0..255); scaled
-    after shrinking, so each sprite spans the whole colour scale."""
-    stack = colormap_positions(maps, heat_hw, signed).reshape(-1, heat_hw[1])
-    buffer = io.BytesIO()
-    Image.fromarray(stack, mode="L").save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _page(title: str, entries: Sequence[ReportEntry], appendix: str = "") -> str:
-    """Fill the page template; one regex pass, so inserted content is never re-scanned for placeholders."""
-    static = resources.files("captionlens.viz") / "static"
+    """The report's page: the shared viewer (`viz.page`) in a dialog over the gallery."""
     methods = ordered_methods({m for e in entries for m in e.methods})
     data = {"format_version": 1, "entries": [e.to_json() for e in entries],
-            "labels": {m: method_label(m) for m in methods},
-            "colormaps": {"unsigned": colormap_lut(DEFAULT_CMAP).ravel().tolist(),
-                          "signed": colormap_lut(SIGNED_CMAP).ravel().tolist()}}
-    parts = {
+            "labels": {m: method_label(m) for m in methods}, "colormaps": colormap_tables()}
+    return page("report", {
         "TITLE": html.escape(title),
         "SUMMARY": html.escape(f"{len(entries)} image{'s' * (len(entries) != 1)} · methods: "
                                f"{', '.join(map(method_label, methods)) or 'none'} · click an image, then a word"),
         "GALLERY": "\n".join(_card(i, entry) for i, entry in enumerate(entries)),
         "APPENDIX": appendix,
-        "DATA": json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"),
-        "CSS": (static / "report.css").read_text(encoding="utf-8"),
-        "JS": (static / "report.js").read_text(encoding="utf-8"),
-    }
-    template = (static / "report.html").read_text(encoding="utf-8")
-    return re.sub(r"\{\{([A-Z]+)\}\}", lambda match: parts[match.group(1)], template)
-
+        "DATA": script_json(data),
+    })
