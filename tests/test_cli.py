@@ -13,6 +13,7 @@ from captionlens.cli import expand_images, main
 from captionlens.data.images import load_image_tensor
 from captionlens.data.shapes import generate_shapes
 from captionlens.data.vocabulary import Vocabulary
+from captionlens.evaluate import ExplanationEvaluation
 from captionlens.models import load_checkpoint, save_checkpoint
 from zoo import tiny_captioner
 
@@ -113,7 +114,9 @@ def test_quick_demo_runs_every_step(tmp_path):
     assert result.exit_code == 0, result.output
     captions = json.loads((tmp_path / "demo" / "captions.json").read_text())
     assert len(captions) == 3 and all(row["caption"] in result.stdout for row in captions)
-    evaluation = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
+    evaluation = json.loads((tmp_path / "demo" / "caption_metrics.json").read_text())
     assert evaluation["metrics"]["images"] == 16
-    for name in ("data", "train", "evaluate", "caption"):
+    hallucination = ExplanationEvaluation.load(tmp_path / "demo" / "hallucination" / "evaluation.json")
+    assert hallucination.dataset.images == 16 and hallucination.hallucination is not None
+    for name in ("data", "train", "evaluate", "caption", "suspect", "report"):
         assert f"{name} " in result.stdout.split("timings:")[1]

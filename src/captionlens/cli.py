@@ -20,8 +20,10 @@ import click
 
 from captionlens import distributed
 from captionlens.data.datasets import FORMATS
-from captionlens.data.images import INTERPOLATIONS, ImageLoadError, Preprocessing
+from captionlens.data.images import IMAGE_SUFFIXES, INTERPOLATIONS, ImageLoadError, Preprocessing
 from captionlens.evaluate.caption_metrics import METRICS
+from captionlens.evaluate.chair import ChairResult
+from captionlens.evaluate.explanations import EVALUATION_FORMATS
 from captionlens.explain.registry import METHODS, CliOption, Method, ordered_methods
 from captionlens.models.checkpoints import CheckpointError
 from captionlens.models.config import ARCHITECTURES
@@ -31,7 +33,6 @@ from captionlens.training import TrainConfig
 
 LIBRARY_ERRORS = (FileNotFoundError, CheckpointError, ImageLoadError, PretrainedWeightsMissing, ValueError, TypeError)
 POSITIVE = click.IntRange(min=1)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 EXPLAIN_WAIT = timedelta(days=7)   # how long explain's ranks wait for each other under torchrun
 
 
@@ -91,6 +92,22 @@ def _checked_shortcut(method: Method, option: CliOption) -> Any:
                 raise click.BadParameter(f"{value} ({method.name}: {exc})") from None
         return value
     return check
+
+
+def methods_and_rule(methods: str | None, evaluation: Path | None, suspect_rule: Path | None
+                     ) -> tuple[list[str], Any]:
+    """The methods `explain` runs and the suspect rule it applies: --methods, else the evaluation's
+    recommended method, else gradcam; --suspect-rule, else the evaluation's rule (whose method then runs too)."""
+    from captionlens.evaluate.result import ExplanationEvaluation, load_suspect_rule
+
+    chosen = ExplanationEvaluation.load(evaluation) if evaluation else None
+    names = comma_list(methods) if methods else [chosen.recommended if chosen and chosen.recommended else "gradcam"]
+    rule = load_suspect_rule(suspect_rule) if suspect_rule else None
+    if rule is None and chosen is not None and chosen.hallucination is not None and chosen.hallucination.rule:
+        rule = chosen.hallucination.rule.rule
+        if rule.method is not None and rule.method not in names:
+            names.append(rule.method)
+    return names, rule
 
 
 def method_setting_options(command: Any) -> Any:
@@ -215,14 +232,17 @@ def train(format_: str | None, **options: Any) -> None:
 @click.option("--metric", "metrics", type=click.Choice(METRICS), multiple=True,
               help="Repeat to pick metrics; all when left out (METEOR starts java: seconds).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--chair", "with_chair", is_flag=True,
+              help="Also CHAIR, the share of object words naming an object the image lacks (COCO folders).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (with every caption) as JSON.")
 def evaluate(checkpoint: Path, data: Path, format_: str | None, split: str, beam_size: int, max_length: int,
-             limit: int | None, metrics: tuple[str, ...], device: str, as_json: bool) -> None:
-    """Caption a dataset split and score the captions (BLEU, ROUGE-L, CIDEr, METEOR when java is there)."""
+             limit: int | None, metrics: tuple[str, ...], device: str, with_chair: bool, as_json: bool) -> None:
+    """Caption a dataset split and score the captions (BLEU, ROUGE-L, CIDEr, METEOR when java is there;
+    with --chair, CHAIR_i and CHAIR_s)."""
     from captionlens.evaluate.caption_metrics import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, data, split, beam_size, max_length, limit=limit, format=format_,
-                                 device=pick_device(device), metrics=metrics or METRICS)
+                                 device=pick_device(device), metrics=metrics or METRICS, chair=with_chair)
     if as_json:
         print_json(result)
         return
@@ -233,6 +253,45 @@ def evaluate(checkpoint: Path, data: Path, format_: str | None, split: str, beam
             click.echo(f"  {name:8s} {value:.4f}")
     for name, reason in scores["skipped"].items():
         click.echo(f"  {name:8s} skipped: {reason}")
+    if with_chair:
+        for line in chair_lines(ChairResult.from_json(result["chair"])):
+            click.echo(f"  {line}")
+
+
+def chair_lines(result: ChairResult) -> list[str]:
+    """CHAIR_i and CHAIR_s with the counts behind them, and the categories hallucinated most."""
+    rate = "–" if result.chair_i is None else f"{result.chair_i:.4f}"
+    lines = [f"CHAIR_i  {rate}  ({result.mentions_hallucinated} of {result.mentions} object mentions name an "
+             "object the image lacks)",
+             f"CHAIR_s  {result.chair_s:.4f}  ({result.captions_hallucinating} of {result.captions} captions have "
+             "at least one)"]
+    worst = sorted((c for c in result.categories.items() if c[1].hallucinated), key=lambda c: -c[1].hallucinated)
+    if worst:
+        lines.append("hallucinated most: " + ", ".join(f"{name} {c.hallucinated} of {c.mentions}"
+                                                       for name, c in worst[:5]))
+    return lines
+
+
+@main.command("chair")
+@click.option("--captions", required=True, type=click.Path(path_type=Path),
+              help="JSON: {image id: caption}, or COCO's results list [{image_id, caption}]; an id is COCO's "
+                   "file name or numeric id.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="The COCO folder (annotations/captions_*.json and instances_*.json; images not needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result, per caption too, as JSON.")
+def chair_command(captions: Path, data: Path, as_json: bool) -> None:
+    """CHAIR of captions you bring: which object words name an object the image does not have (COCO's
+    instances and reference captions), CHAIR_i and CHAIR_s."""
+    from captionlens.data.coco import load_coco_annotations
+    from captionlens.evaluate.chair import chair_on_coco, load_captions
+
+    result = chair_on_coco(load_captions(captions), load_coco_annotations(data))
+    if as_json:
+        print_json(result.to_json())
+        return
+    click.echo(f"{result.captions} captions of {captions}:")
+    for line in chair_lines(result):
+        click.echo(f"  {line}")
 
 
 @main.command()
@@ -270,7 +329,11 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
-@click.option("--methods", default="gradcam", show_default=True, help=methods_help())
+@click.option("--methods", default=None, help=methods_help() + " Default: the recommended method of --evaluation, "
+              "else gradcam.")
+@click.option("--evaluation", type=click.Path(path_type=Path), default=None,
+              help="evaluation.json of `captionlens evaluate-explanations`: its recommended method is the default "
+                   "--methods, and its suspect-word rule flags words (unless --suspect-rule names another).")
 @click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
 @click.option("--max-length", type=POSITIVE, default=20, show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs/explain"), show_default=True)
@@ -284,20 +347,18 @@ def caption(images: tuple[str, ...], checkpoint: Path, beam_size: int, max_lengt
 @click.option("--figures", type=click.Choice(["none", "grid", "all"]), default="grid", show_default=True,
               help="grid: one image of word overlays per method (fast); all: also the matplotlib method "
                    "comparison and triptych; none: explanation files and the report only.")
-def explain(images: tuple[str, ...], checkpoint: Path, methods: str, beam_size: int, max_length: int,
-            output_dir: Path, device: str, batch_size: int, resume: bool, suspect_rule: Path | None, figures: str,
-            **options: Any) -> None:
+def explain(images: tuple[str, ...], checkpoint: Path, methods: str | None, evaluation: Path | None, beam_size: int,
+            max_length: int, output_dir: Path, device: str, batch_size: int, resume: bool, suspect_rule: Path | None,
+            figures: str, **options: Any) -> None:
     """Explain every word of the captions of IMAGES (files, folders or quoted globs): per-image figures and
     explanation files, index.html and summary.json in --output-dir. Unreadable images are reported and
     skipped (exit 1). Under `torchrun --nproc_per_node N -m captionlens explain ...` each process explains
     a disjoint share and rank 0 writes one report and summary over all."""
-    from captionlens.evaluate.result import load_suspect_rule
     from captionlens.export import export_explanations
     from captionlens.models.checkpoints import load_checkpoint
 
-    names = comma_list(methods)
+    names, rule = methods_and_rule(methods, evaluation, suspect_rule)
     settings = method_settings_from(options)
-    rule = load_suspect_rule(suspect_rule) if suspect_rule else None
     # under torchrun: each process explains its share of the images. The ranks meet only at the start and
     # the end, where the first done waits for the slowest share (hours apart on a large dataset), so the
     # wait is not torch's default; a rank that crashes makes torchrun stop the others instead.
@@ -362,8 +423,8 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
 @main.command("evaluate-explanations")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path),
-              help="A shapes folder or a Flickr30k Entities folder (referents known).")
-@click.option("--format", "format_", type=click.Choice(["shapes", "flickr30k-entities"]), default=None,
+              help="A shapes, Flickr30k Entities or COCO folder (referents known).")
+@click.option("--format", "format_", type=click.Choice(EVALUATION_FORMATS), default=None,
               help="Guessed when left out.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--limit", type=POSITIVE, default=40, show_default=True, help="Images explained and localised.")
@@ -372,6 +433,8 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
 @click.option("--sanity-images", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--methods", default=None, help=methods_help() + " Default: every one the model can run.")
 @click.option("--beam-size", type=POSITIVE, default=3, show_default=True)
+@click.option("--target-layer", default=None, help="The gradient methods' layer: a trunk stage by name (layer3) or "
+              "index (-1). Default: the last stage.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write evaluation.json / .md, figures and index.html (the explained images + this evaluation).")
 @click.option("--device", default="auto", show_default=True)
@@ -379,7 +442,8 @@ def focus(checkpoint: Path, images: tuple[str, ...], keywords: str, limit: int, 
 @method_setting_options
 def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, split: str, limit: int,
                           faithfulness_images: int, sanity_images: int, methods: str | None, beam_size: int,
-                          out_dir: Path | None, device: str, as_json: bool, **options: Any) -> None:
+                          target_layer: str | None, out_dir: Path | None, device: str, as_json: bool,
+                          **options: Any) -> None:
     """Can the maps be trusted? Localisation against known referents, faithfulness, sanity checks, per word
     class, hallucinated words; every rate with a bootstrap interval and a baseline."""
     from captionlens.evaluate.explanations import evaluate_explanations as run
@@ -390,7 +454,8 @@ def evaluate_explanations(checkpoint: Path, data: Path, format_: str | None, spl
     ckpt = load_checkpoint(checkpoint, pick_device(device))
     config = EvaluationConfig(methods=comma_list(methods) if methods else None, split=split, limit=limit,
                               beam_size=beam_size, faithfulness_images=faithfulness_images,
-                              sanity_images=sanity_images, settings=method_settings_from(options))
+                              sanity_images=sanity_images, settings=method_settings_from(options),
+                              target_layer=target_layer)
     say = None if as_json else (lambda message: click.echo(message, err=True))
     evaluation = run(ckpt.model, data, format_, config, progress=say)
     if as_json:
@@ -411,6 +476,43 @@ def insights(evaluation: Path) -> None:
 
     for item in compute(ExplanationEvaluation.load(evaluation).methods):
         click.echo(f"- {item.claim}: {item.finding}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--images", default=None, help="The gallery: a folder or a quoted glob (the page also takes uploads).")
+@click.option("--evaluation", type=click.Path(path_type=Path), default=None,
+              help="evaluation.json of `captionlens evaluate-explanations`: mark suspect words by its rule and "
+                   "preselect the method it recommends.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but this machine's own is announced with a warning.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--beam-size", type=POSITIVE, default=3, show_default=True, help="The page's default beam size.")
+@click.option("--max-length", type=POSITIVE, default=20, show_default=True)
+@click.option("--top-k", type=POSITIVE, default=5, show_default=True, help="Alternatives shown per word.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True)
+@click.option("--max-pixels", type=POSITIVE, default=40_000_000, show_default=True,
+              help="Largest image accepted, width x height (checked before it is decoded).")
+@method_setting_options
+def serve(checkpoint: Path, images: str | None, evaluation: Path | None, host: str, port: int, device: str,
+          beam_size: int, max_length: int, top_k: int, max_upload_mb: float, max_pixels: int, **options: Any) -> None:
+    """A local web page to ask the model: pick or drop an image, see its caption with every word's probability
+    and the words it could have written instead, explain any word with any method, type your own caption,
+    and ask why a word and not another (a contrast). Binds 127.0.0.1 unless --host says otherwise."""
+    from captionlens.models.checkpoints import load_checkpoint
+    from captionlens.serve import CaptionService, Gallery, Limits, ServeSettings, create_app, run
+
+    settings = ServeSettings(beam_size=beam_size, max_beam_size=max(10, beam_size), max_length=max_length,
+                             top_k=top_k, settings=method_settings_from(options), evaluation=evaluation)
+    gallery = Gallery(images)
+    limits = Limits(max_bytes=int(max_upload_mb * (1 << 20)), max_pixels=max_pixels)
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    service = CaptionService(ckpt.model, settings)
+    click.echo(f"model: {type(ckpt.model).__name__}, {len(ckpt.vocab)} words; methods: {', '.join(service.methods)}"
+               f"; gallery: {len(gallery)} images" + (f"; recommended: {service.recommended}" if service.recommended
+                                                     else ""))
+    run(create_app(service, gallery, limits), host=host, port=port, say=click.echo)
 
 
 @main.group()
