@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from captionlens.data.images import max_image_pixels
 from captionlens.data.records import SPLITS, CaptionDataset, CaptionRecord, read_json
 
 ANNOTATIONS = "annotations"
@@ -43,6 +44,10 @@ OFFICIAL_SPLITS = ("train", "val")
 # COCO's object sizes by annotated area (pixels of the original image), as its detection evaluation uses.
 SMALL_AREA = 32 ** 2
 MEDIUM_AREA = 96 ** 2
+# pycocotools rasterises a polygon through arrays of five points per pixel of its outline, and crashes on
+# vertices whose scaled coordinates overflow an int: polygons are held to the image's surroundings and to a
+# length no real outline comes near.
+MAX_POLYGON_PERIMETER = 2_000_000
 Rle = dict  # pycocotools' compressed RLE: {"size": [height, width], "counts": bytes}
 
 
@@ -213,6 +218,10 @@ def load_coco_annotations(root: str | os.PathLike) -> CocoAnnotations:
         if absent:
             raise ValueError(f"{captions_path}: {len(absent)} images are not in {instances_path.name} "
                              f"(first ids: {', '.join(map(str, absent[:5]))})")
+        uncaptioned = [image_id for image_id in entries if image_id not in texts]
+        if uncaptioned:
+            raise ValueError(f"{captions_path}: {len(uncaptioned)} images have no caption "
+                             f"(first ids: {', '.join(map(str, uncaptioned[:5]))})")
         for image_id, file_name in entries.items():
             image_split = split if karpathy is None else karpathy.get(image_id)
             if image_split is None:
@@ -224,6 +233,10 @@ def load_coco_annotations(root: str | os.PathLike) -> CocoAnnotations:
             width, height = sizes[image_id]
             images[file_name] = CocoImage(image_id, file_name, f"{split}{year}", width, height, image_split,
                                           tuple(texts.get(image_id, ())), tuple(objects.get(image_id, ())))
+    if not images:
+        where = root / KARPATHY_FILE if karpathy is not None else root / ANNOTATIONS
+        raise ValueError(f"{where}: no image with a split ({len(unsplit)} in the annotation files, none of them in "
+                         f"{KARPATHY_FILE})" if karpathy is not None else f"{where}: the captions files list no image")
     if unsplit:
         warnings.warn(f"{root / KARPATHY_FILE}: {len(unsplit)} images of the annotation files have no split "
                       f"there and were left out (first: {', '.join(unsplit[:5])})", stacklevel=2)
@@ -294,7 +307,13 @@ def _number(value: Any, key: str, where: str) -> float:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that a float holds (JSON allows integers of any number of digits)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _categories(data: Any, path: Path) -> dict[int, CocoCategory]:
@@ -326,8 +345,9 @@ def _image_sizes(data: Any, path: Path) -> dict[int, tuple[int, int]]:
         number = _integer(_key(entry, "id", where), "id", where)
         width = _integer(_key(entry, "width", where), "width", where)
         height = _integer(_key(entry, "height", where), "height", where)
-        if width < 1 or height < 1:
-            raise ValueError(f"{where}: image {number} has size {width}x{height}")
+        if width < 1 or height < 1 or width * height > max_image_pixels():
+            raise ValueError(f"{where}: image {number} has size {width}x{height} (at most "
+                             f"{max_image_pixels()} pixels, Pillow's decompression-bomb limit)")
         sizes[number] = (width, height)
     return sizes
 
@@ -348,7 +368,8 @@ def _caption_images(data: Any, path: Path) -> dict[int, str]:
 def _captions(data: Any, path: Path, images: Mapping[int, str]) -> dict[int, list[str]]:
     texts: dict[int, list[str]] = {}
     for index, entry in enumerate(_list(data, "annotations", path)):
-        number = _key(entry, "id", f"{path}: annotations[{index}]")
+        where = f"{path}: annotations[{index}]"
+        number = _integer(_key(entry, "id", where), "id", where)
         where = f"{path}: annotation {number}"
         image_id = _integer(_key(entry, "image_id", where), "image_id", where)
         caption = _key(entry, "caption", where)
@@ -397,13 +418,23 @@ def _segmentation_rle(segmentation: Any, height: int, width: int, where: str) ->
     if isinstance(segmentation, list):
         if not segmentation:
             raise malformed("no polygon")
+        perimeter = 0.0
         for k, polygon in enumerate(segmentation):
             if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
                 count = len(polygon) if isinstance(polygon, list) else "no list of"
                 raise malformed(f"polygon {k} has {count} coordinates; expected x, y pairs, at least 3")
-            values = np.asarray(polygon)  # one C pass: a non-number makes a text or object array
+            try:
+                values = np.asarray(polygon)  # one C pass: a non-number makes a text or object array
+            except (ValueError, TypeError, OverflowError):  # nested lists of several lengths, huge integers
+                values = np.asarray([], dtype=object)
             if values.ndim != 1 or values.dtype.kind not in "iuf" or not np.isfinite(values).all():
                 raise malformed(f"polygon {k} has a value that is not a finite number")
+            xs, ys = values[0::2].astype(float), values[1::2].astype(float)
+            if xs.min() < -width or xs.max() > 2 * width or ys.min() < -height or ys.max() > 2 * height:
+                raise malformed(f"polygon {k} has a vertex far outside the {width}x{height} image")
+            perimeter += float(np.maximum(np.abs(xs - np.roll(xs, 1)), np.abs(ys - np.roll(ys, 1))).sum())
+        if perimeter > MAX_POLYGON_PERIMETER:
+            raise malformed(f"polygons {perimeter:.0f} pixels long (at most {MAX_POLYGON_PERIMETER})")
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width), intersect=False)
     if not isinstance(segmentation, dict):
         raise malformed("neither a list of polygons nor an RLE object")
