@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cams import batch_cams  # noqa: E402
 from gradcam_bench import RESNET50, TINY, build_model, gradcam_rows, method_rows, synchronize  # noqa: E402
 from lime_bench import lime_section  # noqa: E402
+from tables import markdown  # noqa: E402
 
 Rows = list[dict]
 
@@ -76,13 +77,6 @@ def explanation_throughput(device: str | torch.device, batch: int = 32, n_words:
 def load_average() -> str:
     """The 1-minute load average: on a shared machine, timings mean little without it."""
     return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
-
-
-def markdown(rows: Rows) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ from captionlens.runtime import configure_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gradcam_bench import RESNET50, build_model  # noqa: E402
+from tables import markdown  # noqa: E402
 
 BATCH, BEAM = 8, 3
 PHOTO_HW = (375, 500)
@@ -134,12 +135,6 @@ def memory_rows() -> list[dict]:
         data = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append({"images": n, "peak RSS (MiB)": round(data["peak_rss_mib"]), "seconds": data["seconds"]})
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
 
 
 def main(argv: list[str] | None = None) -> None:

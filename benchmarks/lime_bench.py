@@ -49,6 +49,7 @@ from captionlens.explain.scoring import auto_batch_size, batched_word_scores, ca
 from captionlens.explain.target import TargetLayer  # noqa: E402
 from captionlens.models.base import CaptionModel  # noqa: E402
 from gradcam_bench import RESNET50, TINY, make_setup, synchronize  # noqa: E402
+from tables import markdown  # noqa: E402
 
 SAMPLES = {"tiny": 200, "quick": 50, "resnet50": 24}   # small N for ResNet-50: Captum needs T * N passes
 OUTSIDE_FORWARD_TARGET = 0.15
@@ -182,8 +183,6 @@ def lime_section(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    from bench_explain import markdown
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, N=50")
     parser.add_argument("--device", default="cpu")
