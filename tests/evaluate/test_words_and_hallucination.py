@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from captionlens.evaluate import hallucination, stats
 from captionlens.evaluate.hallucination import bootstrap_auc, measure_hallucination
 from captionlens.evaluate.words import phrase_shapes, shapes_class, shapes_support, shapes_truths
 from captionlens.explain.suspect import SuspectRule
@@ -94,6 +95,21 @@ def test_bootstrap_aucs_equal_sklearn_on_each_resample():
     expected = [roc_auc_score(labels[d], values[d]) if len(set(labels[d])) > 1 else np.nan for d in draws]
     np.testing.assert_allclose(ours, expected, rtol=1e-12)
     assert np.isnan(bootstrap_auc(np.zeros(5, int), np.arange(5.0), np.arange(5)[None])[0])   # one class only
+
+
+def test_the_auc_interval_is_a_bootstrap_of_sklearns_auc_drawn_in_bounded_blocks(monkeypatch):
+    """The interval's resamples are drawn a few at a time (memory bounded for many words), and equal a plain
+    loop of sklearn's AUC over the same seeded resamples."""
+    rng = np.random.default_rng(9)
+    labels = (rng.random(80) < 0.3).astype(int)
+    values = rng.normal(size=80) + labels
+    draws = np.random.default_rng(4).integers(0, 80, size=(200, 80))
+    aucs = [roc_auc_score(labels[d], values[d]) for d in draws if len(set(labels[d])) > 1]
+    expected = tuple(np.quantile(aucs, [0.025, 0.975]))
+    monkeypatch.setattr(stats, "_MAX_DRAWS", 80 * 200)                 # all resamples at once
+    np.testing.assert_allclose(hallucination._auc_interval(labels, values, 4, resamples=200), expected, rtol=1e-12)
+    monkeypatch.setattr(stats, "_MAX_DRAWS", 80 * 8)                   # eight at a time: the same stream
+    np.testing.assert_allclose(hallucination._auc_interval(labels, values, 4, resamples=200), expected, rtol=1e-12)
 
 
 def test_the_image_share_is_a_candidate_with_an_interval_and_every_auc_has_one():

@@ -17,7 +17,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from captionlens.evaluate.result import ChosenRule, HallucinationMeasures, HeldOut, WordCounts, number
-from captionlens.evaluate.stats import rate_with_interval
+from captionlens.evaluate.stats import rate_with_interval, resampled
 from captionlens.evaluate.words import CONTENT_CLASSES
 from captionlens.explain.suspect import SuspectRule
 
@@ -84,8 +84,7 @@ def _auc_interval(labels: np.ndarray, values: np.ndarray, seed: int, resamples: 
     """Percentile bootstrap interval of the AUC over words (resamples with one class only are skipped)."""
     if len(set(labels.tolist())) < 2 or np.isnan(values).any():
         return None, None
-    draws = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
-    aucs = bootstrap_auc(labels, values, draws)
+    aucs = resampled(len(labels), lambda draws: bootstrap_auc(labels, values, draws), resamples, seed)
     aucs = aucs[~np.isnan(aucs)]
     tail = (1 - level) / 2
     low, high = np.quantile(aucs, [tail, 1 - tail])

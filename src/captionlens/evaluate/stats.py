@@ -31,18 +31,26 @@ def bootstrap_interval(values: Any, n_resamples: int = 1000, level: float = 0.95
     if n_resamples < 1 or not 0.0 < level < 1.0:
         raise ValueError(f"need n_resamples >= 1 and 0 < level < 1, got {n_resamples} and {level}")
     items = _clean(values)
-    n = items.size
-    if n == 0:
+    if items.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_resamples, dtype=np.float64)
-    step = max(1, _MAX_DRAWS // n)
-    for start in range(0, n_resamples, step):
-        rows = min(step, n_resamples - start)
-        stats[start:start + rows] = statistic(items[rng.integers(0, n, size=(rows, n))], axis=1)
+    stats = resampled(items.size, lambda draws: statistic(items[draws], axis=1), n_resamples, seed)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def resampled(n: int, of_draws: Callable[[np.ndarray], np.ndarray], n_resamples: int = 1000,
+              seed: int = 0) -> np.ndarray:
+    """`of_draws` of every bootstrap resample of `n` items, one value each: resample r is the r-th block of
+    n indices drawn by `np.random.default_rng(seed).integers(0, n)`, and `of_draws` gets a (rows, n) block
+    of them at a time, so memory stays bounded however many items there are."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_resamples, dtype=np.float64)
+    step = max(1, _MAX_DRAWS // n)
+    for start in range(0, n_resamples, step):
+        rows = min(step, n_resamples - start)
+        out[start:start + rows] = of_draws(rng.integers(0, n, size=(rows, n)))
+    return out
 
 
 @dataclass(frozen=True)
