@@ -10,9 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captionlens.explain.geometry import cell_centres, place_maps
-from captionlens.explain.maps import upsample
+from captionlens.explain.geometry import apply_weights, cell_centres, placement_weights
+from captionlens.explain.maps import Drawing, upsample
 from captionlens.models.encoders import conv_layers, tiny_trunk
+
+
+def place_maps(raw: np.ndarray, centres: tuple[np.ndarray, np.ndarray], hw: tuple[int, int], size: int) -> np.ndarray:
+    return apply_weights(raw, *placement_weights(centres, hw, size))
 
 
 def uniform_centres(grid: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +89,21 @@ def test_a_hot_cell_peaks_at_its_centre_and_between_centres_is_linear():
     assert np.unravel_index(placed.argmax(), placed.shape) == (8, 16)
     assert placed[8, 12] == pytest.approx((12.5 - 8.5) / 8)             # halfway up the ramp to column 16.5
     assert placed[8, 20:].tolist() == [1.0] * 4                          # clamped past the last centre
+
+
+def test_a_smoothed_drawing_equals_skimages_gaussian_of_the_drawn_maps():
+    """Smoothing is applied to the two placement matrices, not to every drawn map: the same maps as
+    skimage's `gaussian` (nearest edges, 4 sigma) on the unsmoothed drawing."""
+    from skimage.filters import gaussian
+
+    raw = np.random.default_rng(1).random((4, 6, 5)).astype(np.float32)
+    centres = (np.linspace(2.5, 45.5, 6), np.linspace(4.5, 40.5, 5))
+    for hw, sigma in (((75, 100), 0.5), ((48, 31), 1.3)):
+        plain = Drawing("centres", hw, 48, *centres).render(raw)
+        smooth = Drawing("centres", hw, 48, *centres, sigma=sigma).render(raw)
+        cell = (hw[0] / 6 * sigma, hw[1] / 5 * sigma)
+        np.testing.assert_allclose(smooth, gaussian(plain, sigma=(0, *cell), preserve_range=True), atol=1e-5)
+        assert not np.allclose(smooth, plain, atol=1e-3)                  # the smoothing did something
 
 
 def test_unknown_layers_give_none():

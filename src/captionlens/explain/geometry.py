@@ -8,7 +8,7 @@ at the tiny trunk's stride 8, 15.5 px at a ResNet's layer4, stride 32): plain up
 map shifted right and down by that much. `cell_centres` propagates the centres of the receptive fields
 through the layers (convolutions and pools by their kernel, stride, padding and dilation; adaptive
 pools by their bins; torchvision's residual blocks by their main path, which their shortcut matches),
-and `place_maps` interpolates maps between those centres. A layer whose geometry is not known (a
+and `placement_weights` interpolates maps between those centres. A layer whose geometry is not known (a
 module with convolutions inside it that is none of these) gives None: the caller keeps plain upsampling.
 """
 from __future__ import annotations
@@ -117,12 +117,15 @@ def _weights(centres: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return weights
 
 
-def place_maps(raw: np.ndarray | torch.Tensor, centres: Centres, image_hw: tuple[int, int],
-               size: int) -> np.ndarray:
-    """(T, h, w) maps whose cells sit at `centres` (model-input pixels of an S x S input) -> (T, H, W) at
-    the image's resolution, bilinearly between the centres (the image is the input stretched to H x W):
-    rows (H, h) @ map @ columns (w, W), two small matrix products."""
+def placement_weights(centres: Centres, image_hw: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """How (T, h, w) maps whose cells sit at `centres` (model-input pixels of an S x S input) are drawn at the
+    image's resolution, bilinearly between the centres (the image is the input stretched to H x W): rows
+    (H, h) and columns (W, w) interpolation weights, for `apply_weights`."""
+    return (_weights(centres[0], (np.arange(image_hw[0]) + 0.5) * size / image_hw[0]),
+            _weights(centres[1], (np.arange(image_hw[1]) + 0.5) * size / image_hw[1]))
+
+
+def apply_weights(raw: np.ndarray | torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows (H, h) @ each of the (T, h, w) maps @ cols (W, w).T, float32."""
     maps = torch.as_tensor(np.asarray(raw, np.float32)) if isinstance(raw, np.ndarray) else raw.detach().float().cpu()
-    rows = torch.from_numpy(_weights(centres[0], (np.arange(image_hw[0]) + 0.5) * size / image_hw[0])).float()
-    cols = torch.from_numpy(_weights(centres[1], (np.arange(image_hw[1]) + 0.5) * size / image_hw[1])).float()
-    return (rows @ maps @ cols.T).numpy()
+    return (torch.from_numpy(rows).float() @ maps @ torch.from_numpy(cols).float().T).numpy()

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy.ndimage import gaussian_filter1d
 from skimage.filters import gaussian
 
-from captionlens.explain.geometry import place_maps
+from captionlens.explain.geometry import apply_weights, placement_weights
 
 
 def upsample(raw: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -111,15 +112,20 @@ class Drawing:
         raw = np.asarray(raw, np.float32)
         if self.segments is not None:
             return raw[:, np.asarray(self.segments).astype(np.intp)]
+        cell = [size / n for size, n in zip(self.image_hw, raw.shape[1:])]
         if self.kind == "upsample" or self.rows is None or self.cols is None:
             maps = upsample(raw, self.image_hw)
-        else:
-            maps = place_maps(raw, (self.rows, self.cols), self.image_hw, self.input_size)
+            if self.sigma > 0:
+                maps = gaussian(maps, sigma=(0, self.sigma * cell[0], self.sigma * cell[1]),
+                                preserve_range=True).astype(np.float32)
+            return maps
+        rows, cols = placement_weights((self.rows, self.cols), self.image_hw, self.input_size)
         if self.sigma > 0:
-            cell = [size / n for size, n in zip(self.image_hw, raw.shape[1:])]
-            maps = gaussian(maps, sigma=(0, self.sigma * cell[0], self.sigma * cell[1]),
-                            preserve_range=True).astype(np.float32)
-        return maps
+            # placing and smoothing are both linear and separable: smooth the two weight matrices along the
+            # image's axis (as skimage's `gaussian` smooths the drawn maps) instead of every drawn map
+            rows = gaussian_filter1d(rows, self.sigma * cell[0], axis=0, mode="nearest", truncate=4.0)
+            cols = gaussian_filter1d(cols, self.sigma * cell[1], axis=0, mode="nearest", truncate=4.0)
+        return apply_weights(raw, rows, cols)
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the `ARRAYS` (stored beside the maps)."""
