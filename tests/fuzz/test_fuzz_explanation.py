@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -219,21 +220,18 @@ def test_npz_arrays(seeds, tmp_path, data):
 def _npz_declaring(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: str = "<f4") -> Blob:
     """An npz whose member `key` has a .npy header declaring `shape` over a few bytes of data (or, with a
     zip of zeros, a decompression bomb when the data is there)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, value in arrays.items():
-            if name != key:
-                with archive.open(f"{name}.npy", "w") as fh:
-                    np.lib.format.write_array(fh, np.asarray(value))
-        header = {"descr": dtype, "fortran_order": False, "shape": shape}
-        with archive.open(f"{key}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            fh.write(b"\x00" * 64)
-    return Blob(buffer.getvalue())
+    return _npz_with_header(arrays, key, {"descr": dtype, "fortran_order": False, "shape": shape}, [b"\x00" * 64])
 
 
 def _bomb(arrays: dict[str, np.ndarray], key: str, size: int) -> Blob:
     """An npz whose member `key` is `size` bytes of zeros, deflated to about a thousandth of that."""
+    chunk = b"\x00" * (1 << 24)
+    return _npz_with_header(arrays, key, {"descr": "<f4", "fortran_order": False, "shape": (size // 4,)},
+                            (chunk for _ in range(size // len(chunk))))
+
+
+def _npz_with_header(arrays: dict[str, np.ndarray], key: str, header: dict, data: Iterable[bytes]) -> Blob:
+    """A deflated npz of `arrays`, but member `key` written as the .npy `header` followed by `data`."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
@@ -241,10 +239,9 @@ def _bomb(arrays: dict[str, np.ndarray], key: str, size: int) -> Blob:
                 with archive.open(f"{name}.npy", "w") as fh:
                     np.lib.format.write_array(fh, np.asarray(value))
         with archive.open(f"{key}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (size // 4,)})
-            chunk = b"\x00" * (1 << 24)
-            for _ in range(size // len(chunk)):
-                fh.write(chunk)
+            np.lib.format.write_array_header_1_0(fh, header)
+            for block in data:
+                fh.write(block)
     return Blob(buffer.getvalue())
 
 
