@@ -24,6 +24,8 @@ from PIL import Image
 
 from captionlens.data.images import Preprocessing
 from captionlens.data.vocabulary import Vocabulary
+from captionlens.explain.scoring import NO_FOIL
+from captionlens.explain.target import TargetLayer
 from captionlens.models import ARCHITECTURES, build_model
 from captionlens.models.base import CaptionModel
 
@@ -76,6 +78,28 @@ def tiny_captioner(architecture: str = "show-tell", *, vocab: Vocabulary | Itera
     if attach_vocab:
         model.vocab = vocab
     return model.eval()
+
+
+def autograd_word_grads(model: CaptionModel, target: TargetLayer, activations: torch.Tensor, captions: torch.Tensor,
+                        lengths: list[int], score: str, foils: torch.Tensor | None = None) -> torch.Tensor:
+    """The gradient oracle: for each image and word, d score / dA by one plain autograd call through the model's
+    own teacher-forced forward (no replication, no written-out backward). With `foils` ((B, T) vocabulary ids,
+    NO_FOIL where there is none), the score at a position with a foil is log p(word) - log p(foil)."""
+    grads = []
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            leaf = activations[b:b + 1].clone().requires_grad_()
+            hidden, _ = model.teacher_forced_hidden(target.upper(leaf), captions[b:b + 1])
+            logits = model.output_logits(hidden)[0, t]
+            word = int(captions[b, t + 1])
+            foil = NO_FOIL if foils is None else int(foils[b, t])
+            if foil != NO_FOIL:
+                log_probs = logits.log_softmax(-1)
+                value = log_probs[word] - log_probs[foil]
+            else:
+                value = (logits.log_softmax(-1) if score == "log_prob" else logits)[word]
+            grads.append(torch.autograd.grad(value, leaf)[0][0])
+    return torch.stack(grads)
 
 
 # The models every gradient route is checked on (`gradient_variant`): both architectures, a batch-norm head,

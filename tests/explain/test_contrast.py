@@ -25,7 +25,7 @@ from captionlens.explain.registry import runnable_methods
 from captionlens.explain.result import CaptionExplanation
 from captionlens.explain.scoring import NO_FOIL, caption_tensor, padded_captions, scores_from_features
 from captionlens.explain.target import TargetLayer
-from zoo import GRADIENT_VARIANTS, VARIANT_VOCAB, gradient_variant
+from zoo import GRADIENT_VARIANTS, VARIANT_VOCAB, autograd_word_grads, gradient_variant
 
 CAPTIONS = [[5, 9, 7, 11, 6], [8, 4], [13, 13, 10]]
 FOILS = [[17, NO_FOIL, 4, NO_FOIL, 19], [NO_FOIL, 12], [NO_FOIL, NO_FOIL, NO_FOIL]]   # mixed; image 2 has none
@@ -68,22 +68,6 @@ def test_the_score_is_the_log_prob_difference_which_is_the_logit_difference():
                 assert abs(float(expected - log_probs[word])) > 1e-3      # and it is not the word's own score
 
 
-def autograd_difference_grads(model, target, activations, captions, pairs, lengths, score):
-    """The oracle: per image and word, d (log p(word) - log p(foil)) / dA (a word without a foil: its own
-    `score`) by one plain autograd call through the model's own teacher-forced forward."""
-    grads = []
-    for b, n in enumerate(lengths):
-        for t in range(n):
-            leaf = activations[b:b + 1].clone().requires_grad_()
-            hidden, _ = model.teacher_forced_hidden(target.upper(leaf), captions[b:b + 1])
-            logits = model.output_logits(hidden)[0, t]
-            word, foil = (int(v) for v in pairs[b, t])
-            value = logits[word] if foil == NO_FOIL and score == "logit" else _difference(logits.log_softmax(-1),
-                                                                                          word, foil)
-            grads.append(torch.autograd.grad(value, leaf)[0][0])
-    return torch.stack(grads)
-
-
 @pytest.mark.parametrize("variant", GRADIENT_VARIANTS)
 @pytest.mark.parametrize("score", ["log_prob", "logit"])
 def test_every_route_equals_autograd_of_the_difference(variant, score):
@@ -94,7 +78,7 @@ def test_every_route_equals_autograd_of_the_difference(variant, score):
         activations = target.lower(torch.randn(3, 3, 32, 32, dtype=torch.float64))
     captions, pairs = padded_captions(CAPTIONS, VARIANT_VOCAB), _pairs(CAPTIONS, FOILS)
     lengths = [len(c) for c in CAPTIONS]
-    expected = autograd_difference_grads(model, target, activations, captions, pairs, lengths, score)
+    expected = autograd_word_grads(model, target, activations, captions, lengths, score, foils=pairs[..., 1])
     own = torch.cat([g.expand_as(a) for a, g in word_gradients(model, target, activations, captions, lengths, score)])
     contrasted = [r for r, (b, t) in enumerate((b, t) for b, n in enumerate(lengths) for t in range(n))
                   if FOILS[b][t] != NO_FOIL]

@@ -15,23 +15,9 @@ from captionlens.explain.scoring import padded_captions
 from captionlens.explain.target import TargetLayer
 from captionlens.models import ShowAttendTellModel
 from captionlens.registries import origin_of
-from zoo import GRADIENT_VARIANTS, VARIANT_VOCAB, gradient_variant
+from zoo import GRADIENT_VARIANTS, VARIANT_VOCAB, autograd_word_grads, gradient_variant
 
 CAPTIONS = [[5, 9, 7, 11, 6], [8, 4], [13, 13, 10]]
-
-
-def autograd_word_grads(model, target: TargetLayer, activations, captions, lengths, score):
-    """The oracle: for each image and word, d score / dA by one plain autograd call through the model's own
-    teacher-forced forward (no replication, no written-out backward)."""
-    grads = []
-    for b, n in enumerate(lengths):
-        for t in range(n):
-            leaf = activations[b:b + 1].clone().requires_grad_()
-            hidden, _ = model.teacher_forced_hidden(target.upper(leaf), captions[b:b + 1])
-            logits = model.output_logits(hidden)[0, t]
-            value = logits.log_softmax(-1) if score == "log_prob" else logits
-            grads.append(torch.autograd.grad(value[captions[b, t + 1]], leaf)[0][0])
-    return torch.stack(grads)
 
 
 def _routes(model, target) -> list[str]:
