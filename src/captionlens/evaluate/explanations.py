@@ -34,10 +34,10 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from captionlens.data.coco import load_coco
+from captionlens.data.coco import CocoDataset
 from captionlens.data.datasets import detect_format, load_dataset
 from captionlens.data.flickr30k_entities import entity_counts, load_entities, word_grounding
-from captionlens.data.records import CaptionRecord
+from captionlens.data.records import CaptionDataset, CaptionRecord
 from captionlens.data.shapes import load_grounding, load_mask
 from captionlens.data.vocabulary import END, PAD, START, UNK
 from captionlens.evaluate.chair import coco_ground_truth, coco_synonyms
@@ -119,10 +119,11 @@ def evaluate_explanations(model: Captioner, data: str | os.PathLike, format: str
     methods = runnable_methods(model) if config.methods is None else list(dict.fromkeys(config.methods))
     say = progress or (lambda message: None)
     start = time.perf_counter()
-    records = load_dataset(data, format).split(config.split).records[:config.limit]
+    dataset = load_dataset(data, format)
+    records = dataset.split(config.split).records[:config.limit]
     if not records:
         raise ValueError(f"{data}: the {config.split!r} split has no images")
-    truth_of = _truth_source(data, format)
+    truth_of = _truth_source(data, format, dataset)
     # the methods' cheaper settings for many images (LIME's samples, occlusion's patches), under the given ones
     settings = quick_settings(methods, model.preprocessing.image_size, config.settings)
     kept: list[CaptionExplanation] = []    # the first `keep` images' explanations, for sanity and the report
@@ -191,8 +192,9 @@ def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
         yield items[start:start + size]
 
 
-def _truth_source(data: Path, format: str) -> Truths:
-    """record, tokens -> (what is known of each token (see `evaluate.words`), the pixels of all objects)."""
+def _truth_source(data: Path, format: str, dataset: CaptionDataset) -> Truths:
+    """record, tokens -> (what is known of each token (see `evaluate.words`), the pixels of all objects);
+    `dataset` is `data` as loaded (COCO's ground truth comes with it)."""
     if format == "shapes":
         grounding = load_grounding(data)
 
@@ -202,8 +204,8 @@ def _truth_source(data: Path, format: str) -> Truths:
             return shapes_truths(grounding, labels, record.image_path.name, tokens), labels > 0
         return shapes
 
-    if format == "coco":
-        return _coco_truths(data)
+    if isinstance(dataset, CocoDataset):
+        return _coco_truths(dataset)
 
     def entities(record: CaptionRecord, tokens: list[str], hw: tuple[int, int]) -> tuple[list[WordTruth], np.ndarray]:
         image_entities = load_entities(data, record.image_id)
@@ -219,12 +221,11 @@ def _truth_source(data: Path, format: str) -> Truths:
     return entities
 
 
-def _coco_truths(data: Path) -> Truths:
+def _coco_truths(dataset: CocoDataset) -> Truths:
     """COCO: every generated word that names a category (`evaluate.chair`'s synonym table; the last word of a
     multi-word name) is scored against the union of that category's instance masks, at the image's size (masks
     drawn at the explained image's size); a category the image's ground truth lacks (its instances and what
     its references mention, as CHAIR counts) makes the word unsupported, with no mask."""
-    dataset = load_coco(data)
     table = coco_synonyms()
 
     def truths(record: CaptionRecord, tokens: list[str], hw: tuple[int, int]) -> tuple[list[WordTruth], np.ndarray]:
